@@ -1,0 +1,201 @@
+// The operations the DeepSeek-V3.2 forward pass needs, cut at the granularity that
+// GPU kernels will implement (FlashMLA-style sparse MLA, DeepGEMM-style indexer
+// logits + top-k, grouped MoE), so the CUDA backend slots in without touching
+// lib/model. A backend owns its memory: every float* / int32_t* argument below is a
+// pointer into memory from Backend::alloc (device memory on a GPU), except where a
+// parameter says "host".
+//
+// Shapes are written [rows, cols], row-major, rows contiguous unless a stride is given.
+#pragma once
+
+#include "checkpoint/safetensors.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace dsi {
+
+// Where a weight matrix comes from: a checkpoint tensor [rows=out, cols=in], with
+// F8_E4M3 block scales `scale_inv` [ceil(rows/block_rows), ceil(cols/block_cols)].
+struct MatrixSource {
+    const TensorInfo *weight = nullptr;
+    const TensorInfo *scale_inv = nullptr;  // F8_E4M3 only
+    int64_t block_rows = 128;
+    int64_t block_cols = 128;
+};
+
+// A weight matrix prepared by a backend (kept as stored, dequantised on use on CPU).
+class Matrix {
+public:
+    virtual ~Matrix() = default;
+    int64_t rows = 0;  // output features
+    int64_t cols = 0;  // input features
+};
+
+// A block of backend memory. Moving transfers ownership.
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(void *ptr, size_t bytes, void (*release)(void *)) : ptr_(ptr), bytes_(bytes), release_(release) {}
+    Buffer(Buffer &&o) noexcept { *this = std::move(o); }
+    Buffer &operator=(Buffer &&o) noexcept {
+        if (this != &o) {
+            reset();
+            ptr_ = o.ptr_; bytes_ = o.bytes_; release_ = o.release_;
+            o.ptr_ = nullptr; o.bytes_ = 0;
+        }
+        return *this;
+    }
+    Buffer(const Buffer &) = delete;
+    Buffer &operator=(const Buffer &) = delete;
+    ~Buffer() { reset(); }
+
+    float *f32() const { return static_cast<float *>(ptr_); }
+    int32_t *i32() const { return static_cast<int32_t *>(ptr_); }
+    size_t bytes() const { return bytes_; }
+
+private:
+    void reset() { if (ptr_ && release_) release_(ptr_); ptr_ = nullptr; }
+    void *ptr_ = nullptr;
+    size_t bytes_ = 0;
+    void (*release_)(void *) = nullptr;
+};
+
+// Per-token rotary angles: cos/sin [n_positions, rope_dim/2], already multiplied by
+// YaRN's attention factor.
+struct RopeTable {
+    const float *cos = nullptr;
+    const float *sin = nullptr;
+    int64_t half_dim = 0;
+};
+
+// Rotary layout. MLA rotates interleaved pairs (x0,x1),(x2,x3)... on the LAST rope
+// dims of each head; the indexer rotates half-split pairs (x_i, x_{i+d/2}) on the
+// FIRST rope dims.
+enum class RopeStyle { Interleaved, HalfSplit };
+
+// A strided set of heads inside a [rows, row_stride] buffer: head h of row r starts
+// at x + r*row_stride + h*head_stride + offset.
+struct HeadView {
+    float *x = nullptr;
+    int64_t rows = 0;
+    int64_t row_stride = 0;
+    int64_t heads = 1;
+    int64_t head_stride = 0;
+    int64_t offset = 0;
+};
+
+// Sparse (or dense) MLA in absorbed MQA form over the latent cache:
+//   score[t,h,s] = scale * (q_latent[t,h] . latent[s] + q_rope[t,h] . k_rope[s])
+//   out[t,h]     = sum_s softmax_s(score) * latent[s]        for s in the selection
+struct SparseMlaParams {
+    const float *q_latent = nullptr;   // [T, heads, kv_lora_rank]
+    const float *q_rope = nullptr;     // [T, heads, rope_dim] contiguous
+    const float *latent = nullptr;     // cache [n_ctx, kv_lora_rank]
+    const float *k_rope = nullptr;     // cache [n_ctx, rope_dim]
+    const int32_t *select = nullptr;   // [T, select_stride] token indices; NULL = dense causal
+    const int32_t *select_count = nullptr;  // [T] valid entries of each row of `select`
+    int64_t select_stride = 0;
+    int64_t tokens = 0;                // T
+    int64_t first_pos = 0;             // position of token 0 of this call (dense mode)
+    int64_t heads = 0, kv_lora_rank = 0, rope_dim = 0;
+    float scale = 0.0f;
+    float *out = nullptr;              // [T, heads, kv_lora_rank]
+};
+
+// The lightning indexer's scores and causal top-k selection:
+//   I[t,s] = sum_h w[t,h] * ReLU(scale * q[t,h] . k[s]),   s <= pos(t)
+// Row t keeps min(topk, pos(t)+1) indices; ties go to the lower index. Indices are
+// written in ascending order.
+struct IndexerTopkParams {
+    const float *q = nullptr;          // [T, index_heads, index_dim]
+    const float *weights = nullptr;    // [T, index_heads] from weights_proj
+    float weight_scale = 1.0f;         // index_heads^-0.5, applied to weights
+    const float *keys = nullptr;       // cache [n_ctx, index_dim]
+    int64_t tokens = 0, first_pos = 0;
+    int64_t heads = 0, dim = 0, topk = 0;
+    float scale = 0.0f;
+    int32_t *select = nullptr;         // [T, topk]
+    int32_t *select_count = nullptr;   // [T]
+};
+
+// DeepSeekMoE routing: sigmoid scores + e_score_correction_bias, group-limited top-k.
+struct MoeRouteParams {
+    const float *x = nullptr;          // [T, hidden]
+    const Matrix *gate = nullptr;      // [n_experts, hidden], applied in float32
+    const float *bias = nullptr;       // [n_experts] e_score_correction_bias
+    int64_t tokens = 0;
+    int64_t n_experts = 0, n_group = 1, topk_group = 1, top_k = 0;
+    bool norm_topk_prob = true;
+    float routed_scaling_factor = 1.0f;
+    int32_t *expert_ids = nullptr;     // [T, top_k]
+    float *expert_weights = nullptr;   // [T, top_k]
+};
+
+// A SwiGLU MLP: y = down(silu(gate(x)) * up(x)).
+struct MlpWeights {
+    const Matrix *gate = nullptr, *up = nullptr, *down = nullptr;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char *name() const = 0;
+
+    // ---- memory ----
+    virtual Buffer alloc(size_t bytes) = 0;
+    virtual void to_host(const void *src, size_t bytes, void *host_dst) = 0;
+    virtual void from_host(const void *host_src, size_t bytes, void *dst) = 0;
+    virtual void copy(const void *src, size_t bytes, void *dst) = 0;
+
+    // ---- weights ----
+    virtual std::unique_ptr<Matrix> prepare_matrix(const MatrixSource &src) = 0;
+    // A float vector (norm weight, bias) converted to float32 in backend memory.
+    virtual Buffer prepare_vector(const TensorInfo &t) = 0;
+
+    // ---- ops ----
+    // out[i] = table[ids[i]]; ids is host memory, already validated.
+    virtual void embed(const Matrix &table, const int32_t *ids_host, int64_t n, float *out) = 0;
+    // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w; x, y [rows, dim]; y may alias x.
+    virtual void rms_norm(const float *x, const float *w, int64_t rows, int64_t dim, float eps,
+                          float *y) = 0;
+    // LayerNorm with weight and bias; y may alias x.
+    virtual void layer_norm(const float *x, const float *w, const float *b, int64_t rows,
+                            int64_t dim, float eps, float *y) = 0;
+    // y[rows, w.rows] = x[rows, w.cols] . W^T
+    virtual void linear(const float *x, int64_t rows, const Matrix &w, float *y) = 0;
+    // y += x, n elements.
+    virtual void add(float *y, const float *x, int64_t n) = 0;
+    // Rotates rope_dim dims of each head in place; row r has position first_pos + r.
+    virtual void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, int64_t first_pos,
+                      const RopeTable &table) = 0;
+    // Copies `rows` rows of `cols` floats from a strided source into dst rows.
+    virtual void copy_rows(const float *src, int64_t src_stride, int64_t rows, int64_t cols,
+                           float *dst, int64_t dst_stride) = 0;
+    // MLA absorption with kv_b = [heads*(nope+v), kv_lora]:
+    //   q_latent[t,h] = W_UK[h]^T q_nope[t,h]           (q_nope strided: HeadView)
+    virtual void mla_absorb_q(const HeadView &q_nope, const Matrix &kv_b, int64_t nope_dim,
+                              int64_t v_dim, float *q_latent) = 0;
+    //   out[t,h] = W_UV[h] latent_out[t,h]   -> [T, heads*v]
+    virtual void mla_apply_v(const float *latent_out, int64_t tokens, int64_t heads,
+                             const Matrix &kv_b, int64_t nope_dim, int64_t v_dim, float *out) = 0;
+    virtual void sparse_mla(const SparseMlaParams &p) = 0;
+    virtual void indexer_topk(const IndexerTopkParams &p) = 0;
+    virtual void moe_route(const MoeRouteParams &p) = 0;
+    // y[T, hidden] = sum_j w[t,j] * MLP_{ids[t,j]}(x[t])  (overwrites y)
+    virtual void moe_experts(const float *x, int64_t tokens, int64_t hidden,
+                             const int32_t *expert_ids, const float *expert_weights, int64_t top_k,
+                             const MlpWeights *experts, int64_t n_experts, float *y) = 0;
+    // y[T, hidden] = MLP(x)  (overwrites y)
+    virtual void mlp(const float *x, int64_t tokens, const MlpWeights &w, float *y) = 0;
+};
+
+// The float32 reference backend (OpenMP). `n_threads` 0 = all hardware threads.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+// Threads for CPU ops issued from the calling thread (0 = the backend's default).
+// Lets each context run with its own thread count on a shared session.
+void set_thread_compute_threads(int n_threads);
+
+}  // namespace dsi

@@ -1,0 +1,52 @@
+// Scalar float32 kernels of the CPU backend, one row / one (token, head) at a time.
+// They are the reference the CUDA kernels are tested against, and are themselves
+// tested against naive formulas in tests/test_cpu_kernels.cpp.
+#pragma once
+
+#include "backend/backend.h"
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace dsi {
+
+// float32 value of every E4M3 byte.
+const float *e4m3_lut();
+
+namespace kernels {
+
+inline float dot(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+// y += a * x
+inline void axpy(float a, const float *x, float *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void rms_norm_row(const float *x, const float *w, int64_t dim, float eps, float *y);
+void layer_norm_row(const float *x, const float *w, const float *b, int64_t dim, float eps, float *y);
+
+// Rotate rope_dim values at p by angles with cos c[i], sin s[i], i < rope_dim/2.
+void rope_interleaved(float *p, int64_t rope_dim, const float *c, const float *s);
+void rope_half_split(float *p, int64_t rope_dim, const float *c, const float *s);
+
+// One (token, head) of SparseMlaParams; `probs` is scratch.
+void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<float> &probs);
+
+// One query row of IndexerTopkParams; `scores` / `order` are scratch.
+void indexer_select_one(const IndexerTopkParams &p, int64_t t, std::vector<float> &scores,
+                        std::vector<int32_t> &order);
+
+// One token of MoeRouteParams, given its router logits [n_experts].
+void route_one(const MoeRouteParams &p, const float *logits, int64_t t);
+
+}  // namespace kernels
+}  // namespace dsi

@@ -1,0 +1,156 @@
+#include "model/weights.h"
+
+#include "common/error.h"
+
+#include <cmath>
+
+namespace dsi {
+
+namespace {
+
+bool is_float_dtype(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+
+std::string shape_of(std::initializer_list<int64_t> dims) {
+    std::string s = "[";
+    for (int64_t d : dims) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+    return s + "]";
+}
+
+class Binder {
+public:
+    Binder(const ModelConfig &cfg, const Checkpoint &ckpt, Backend &backend)
+        : cfg_(cfg), ckpt_(ckpt), backend_(backend) {}
+
+    // A [rows, cols] matrix: float dtype, or F8_E4M3 with its weight_scale_inv.
+    std::unique_ptr<Matrix> matrix(const std::string &name, int64_t rows, int64_t cols) {
+        const TensorInfo &w = ckpt_.get(name);
+        check_shape(w, {rows, cols});
+        MatrixSource src;
+        src.weight = &w;
+        src.block_rows = cfg_.fp8_block_rows;
+        src.block_cols = cfg_.fp8_block_cols;
+        if (w.dtype == DType::F8_E4M3) {
+            src.scale_inv = &scale_for(name, w, rows, cols);
+        } else if (!is_float_dtype(w.dtype)) {
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16, F32 or F8_E4M3",
+                 name.c_str(), w.file.c_str(), dtype_name(w.dtype));
+        }
+        return backend_.prepare_matrix(src);
+    }
+
+    Buffer vector(const std::string &name, int64_t n) {
+        const TensorInfo &t = ckpt_.get(name);
+        if (!is_float_dtype(t.dtype))
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16 or F32", name.c_str(),
+                 t.file.c_str(), dtype_name(t.dtype));
+        check_shape(t, {n});
+        return backend_.prepare_vector(t);
+    }
+
+    MlpWeights mlp(const std::string &prefix, int64_t inter, std::vector<std::unique_ptr<Matrix>> &owner) {
+        const int64_t hidden = cfg_.hidden_size;
+        owner.push_back(matrix(prefix + ".gate_proj.weight", inter, hidden));
+        owner.push_back(matrix(prefix + ".up_proj.weight", inter, hidden));
+        owner.push_back(matrix(prefix + ".down_proj.weight", hidden, inter));
+        const size_t n = owner.size();
+        return MlpWeights{owner[n - 3].get(), owner[n - 2].get(), owner[n - 1].get()};
+    }
+
+private:
+    void check_shape(const TensorInfo &t, std::initializer_list<int64_t> dims) {
+        if (t.shape != std::vector<int64_t>(dims))
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has shape %s; the config implies %s", t.name.c_str(),
+                 t.file.c_str(), t.shape_str().c_str(), shape_of(dims).c_str());
+    }
+
+    const TensorInfo &scale_for(const std::string &name, const TensorInfo &w, int64_t rows, int64_t cols) {
+        const std::string sname = name + "_scale_inv";
+        const TensorInfo *s = ckpt_.find(sname);
+        if (!s)
+            fail(DSI_ERR_CHECKPOINT, "FP8 tensor '%s' in %s has no block scales '%s'", name.c_str(), w.file.c_str(),
+                 sname.c_str());
+        const int64_t br = cfg_.fp8_block_rows, bc = cfg_.fp8_block_cols;
+        if (s->dtype != DType::F32)
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected F32", sname.c_str(), s->file.c_str(),
+                 dtype_name(s->dtype));
+        check_shape(*s, {(rows + br - 1) / br, (cols + bc - 1) / bc});
+        const float *v = reinterpret_cast<const float *>(s->data);
+        for (int64_t i = 0; i < s->numel(); ++i)
+            if (!std::isfinite(v[i]) || v[i] < 0.0f)
+                fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has an invalid scale %g at element %lld", sname.c_str(),
+                     s->file.c_str(), static_cast<double>(v[i]), static_cast<long long>(i));
+        return *s;
+    }
+
+    const ModelConfig &cfg_;
+    const Checkpoint &ckpt_;
+    Backend &backend_;
+};
+
+void bind_attention(const ModelConfig &cfg, Binder &b, const std::string &p, LayerWeights &lw) {
+    const int64_t H = cfg.hidden_size, heads = cfg.num_attention_heads;
+    if (cfg.q_lora_rank > 0) {
+        lw.q_a = b.matrix(p + "q_a_proj.weight", cfg.q_lora_rank, H);
+        lw.q_a_norm = b.vector(p + "q_a_layernorm.weight", cfg.q_lora_rank);
+        lw.q_b = b.matrix(p + "q_b_proj.weight", heads * cfg.qk_head_dim(), cfg.q_lora_rank);
+    } else {
+        lw.q_proj = b.matrix(p + "q_proj.weight", heads * cfg.qk_head_dim(), H);
+    }
+    lw.kv_a = b.matrix(p + "kv_a_proj_with_mqa.weight", cfg.kv_lora_rank + cfg.qk_rope_head_dim, H);
+    lw.kv_a_norm = b.vector(p + "kv_a_layernorm.weight", cfg.kv_lora_rank);
+    lw.kv_b = b.matrix(p + "kv_b_proj.weight", heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank);
+    lw.o = b.matrix(p + "o_proj.weight", H, heads * cfg.v_head_dim);
+    if (!cfg.is_sparse()) return;
+    auto ix = std::make_unique<IndexerWeights>();
+    const std::string q = p + "indexer.";
+    ix->wq_b = b.matrix(q + "wq_b.weight", cfg.index_n_heads * cfg.index_head_dim, cfg.q_lora_rank);
+    ix->wk = b.matrix(q + "wk.weight", cfg.index_head_dim, H);
+    ix->k_norm_weight = b.vector(q + "k_norm.weight", cfg.index_head_dim);
+    ix->k_norm_bias = b.vector(q + "k_norm.bias", cfg.index_head_dim);
+    ix->weights_proj = b.matrix(q + "weights_proj.weight", cfg.index_n_heads, H);
+    lw.indexer = std::move(ix);
+}
+
+void bind_mlp(const ModelConfig &cfg, Binder &b, int64_t layer, const std::string &p, LayerWeights &lw) {
+    if (!cfg.layer_is_moe(layer)) {
+        lw.dense = b.mlp(p + "mlp", cfg.intermediate_size, lw.dense_matrices);
+        return;
+    }
+    auto moe = std::make_unique<MoeWeights>();
+    moe->gate = b.matrix(p + "mlp.gate.weight", cfg.n_routed_experts, cfg.hidden_size);
+    moe->correction_bias = b.vector(p + "mlp.gate.e_score_correction_bias", cfg.n_routed_experts);
+    for (int64_t e = 0; e < cfg.n_routed_experts; ++e)
+        moe->experts.push_back(b.mlp(p + "mlp.experts." + std::to_string(e), cfg.moe_intermediate_size,
+                                     moe->expert_matrices));
+    if (cfg.n_shared_experts > 0)
+        moe->shared = b.mlp(p + "mlp.shared_experts", cfg.moe_intermediate_size * cfg.n_shared_experts,
+                            moe->shared_matrices);
+    lw.moe = std::move(moe);
+}
+
+}  // namespace
+
+ModelWeights load_weights(const ModelConfig &cfg, const Checkpoint &ckpt, Backend &backend,
+                          const std::function<bool(float)> &progress) {
+    Binder b(cfg, ckpt, backend);
+    ModelWeights w;
+    w.embed = b.matrix("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size);
+    const int64_t L = cfg.num_hidden_layers;
+    w.layers.resize(static_cast<size_t>(L));
+    for (int64_t l = 0; l < L; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights &lw = w.layers[static_cast<size_t>(l)];
+        lw.input_norm = b.vector(p + "input_layernorm.weight", cfg.hidden_size);
+        lw.post_attention_norm = b.vector(p + "post_attention_layernorm.weight", cfg.hidden_size);
+        bind_attention(cfg, b, p + "self_attn.", lw);
+        bind_mlp(cfg, b, l, p, lw);
+        if (progress && !progress(static_cast<float>(l + 1) / static_cast<float>(L + 1)))
+            fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
+    }
+    w.final_norm = b.vector("model.norm.weight", cfg.hidden_size);
+    const bool tied = cfg.tie_word_embeddings && !ckpt.find("lm_head.weight");
+    w.lm_head = b.matrix(tied ? "model.embed_tokens.weight" : "lm_head.weight", cfg.vocab_size, cfg.hidden_size);
+    return w;
+}
+
+}  // namespace dsi

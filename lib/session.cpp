@@ -1,0 +1,90 @@
+#include "session.h"
+
+#include "common/error.h"
+#include "text/tokenizer.h"
+
+#include <sys/stat.h>
+
+#include <cstdarg>
+#include <cstdio>
+
+dsi_session::~dsi_session() = default;
+
+void dsi_session::logf(dsi_log_level level, const char *fmt, ...) const {
+    if (!log || level < log_level) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    log(level, buf, log_user_data);
+}
+
+namespace dsi {
+
+namespace {
+
+bool file_exists(const std::string &path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::unique_ptr<Backend> make_backend(dsi_backend kind, int n_threads, dsi_backend &chosen) {
+    switch (kind) {
+    case DSI_BACKEND_AUTO:
+    case DSI_BACKEND_CPU:
+        chosen = DSI_BACKEND_CPU;
+        return make_cpu_backend(n_threads);
+    case DSI_BACKEND_CUDA:
+        fail(DSI_ERR_UNSUPPORTED, "this build of dsinfer has no CUDA backend (use DSI_BACKEND_CPU or AUTO)");
+    }
+    fail(DSI_ERR_INVALID_ARGUMENT, "unknown backend %d", static_cast<int>(kind));
+}
+
+std::string describe(const ModelConfig &c, const char *backend) {
+    return strformat("%s: %lld layers (%lld dense), hidden %lld, %lld heads, q_lora %lld, kv_lora %lld, "
+                     "%s, %lld experts (%lld/token, %lld shared), vocab %lld, weights %s, backend %s",
+                     c.architecture.c_str(), (long long)c.num_hidden_layers, (long long)c.first_k_dense_replace,
+                     (long long)c.hidden_size, (long long)c.num_attention_heads, (long long)c.q_lora_rank,
+                     (long long)c.kv_lora_rank,
+                     c.is_sparse() ? strformat("DSA indexer %lldx%lld top-%lld", (long long)c.index_n_heads,
+                                               (long long)c.index_head_dim, (long long)c.index_topk)
+                                         .c_str()
+                                   : "dense MLA",
+                     (long long)c.n_routed_experts, (long long)c.num_experts_per_tok, (long long)c.n_shared_experts,
+                     (long long)c.vocab_size, c.fp8 ? "FP8 e4m3 block-scaled" : "bf16/f32", backend);
+}
+
+}  // namespace
+
+std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params) {
+    if (params.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", params.n_threads);
+    auto s = std::make_unique<dsi_session>();
+    s->log = params.log;
+    s->log_user_data = params.log_user_data;
+    s->log_level = params.log_level;
+    s->n_threads = params.n_threads;
+
+    auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
+    if (!progress(0.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
+    std::unique_ptr<Backend> backend = make_backend(params.backend, params.n_threads, s->backend);
+    s->model = load_model(model_dir, std::move(backend), progress);
+    s->description = describe(s->model->cfg, s->model->backend->name());
+    s->logf(DSI_LOG_INFO, "loaded %s: %s", model_dir, s->description.c_str());
+
+    const std::string dir_tokenizer = std::string(model_dir) + "/tokenizer.json";
+    std::string tok_path = params.tokenizer_path ? params.tokenizer_path : "";
+    if (tok_path.empty() && file_exists(dir_tokenizer)) tok_path = dir_tokenizer;
+    if (!tok_path.empty()) {
+        auto tok = std::make_unique<dsi_tokenizer>();
+        tok->impl = Tokenizer::load_file(tok_path);
+        if (tok->impl->n_vocab() > s->model->cfg.vocab_size)
+            fail(DSI_ERR_CONFIG, "tokenizer %s has %d ids but the model's vocabulary has %lld", tok_path.c_str(),
+                 tok->impl->n_vocab(), (long long)s->model->cfg.vocab_size);
+        s->tokenizer = std::move(tok);
+    }
+    if (!progress(1.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
+    return s;
+}
+
+}  // namespace dsi

@@ -1,0 +1,64 @@
+// The objects behind the dsi_session and dsi_context handles.
+#pragma once
+
+#include "dsinfer.h"
+#include "model/model.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+struct dsi_tokenizer;
+
+struct dsi_session {
+    std::unique_ptr<dsi::Model> model;
+    std::unique_ptr<dsi_tokenizer> tokenizer;  // NULL when the model has none
+    dsi_backend backend = DSI_BACKEND_CPU;
+    int32_t n_threads = 0;
+    std::string description;
+    dsi_log_fn log = nullptr;
+    void *log_user_data = nullptr;
+    dsi_log_level log_level = DSI_LOG_WARN;
+    std::atomic<int> live_contexts{0};
+
+    ~dsi_session();
+    void logf(dsi_log_level level, const char *fmt, ...) const __attribute__((format(printf, 3, 4)));
+};
+
+struct dsi_context {
+    dsi_session *session = nullptr;
+    dsi::KvCache cache;
+    std::vector<int32_t> tokens;   // the sequence; cache rows [0, tokens.size()) are valid
+    std::vector<float> logits;     // [logits_rows, n_vocab] of the last eval
+    int64_t logits_rows = 0;
+    int32_t n_threads = 0;
+    dsi_abort_fn abort_callback = nullptr;
+    void *abort_user_data = nullptr;
+    std::atomic_flag in_use = ATOMIC_FLAG_INIT;
+};
+
+namespace dsi {
+
+// Opens a session (the body of dsi_session_open). Throws dsi::Error.
+std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params);
+
+// The body of dsi_context_eval, with an optional observer of intermediate results
+// (used by the golden-data tests). Throws dsi::Error.
+void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsigned flags,
+                  ForwardObserver *observer);
+
+// Marks a context busy for the lifetime of the guard; DSI_ERR_BUSY if another thread
+// holds it.
+class ContextLock {
+public:
+    explicit ContextLock(dsi_context *ctx);
+    ~ContextLock();
+    ContextLock(const ContextLock &) = delete;
+    ContextLock &operator=(const ContextLock &) = delete;
+
+private:
+    dsi_context *ctx_;
+};
+
+}  // namespace dsi
