@@ -203,8 +203,9 @@ typedef int (*dsi_abort_fn)(void *user_data);
 
 typedef struct dsi_context_params {
     size_t       struct_size;     /* sizeof(dsi_context_params); set by the default */
-    int32_t      n_ctx;           /* max tokens (prompt + generated); 0 = the model's
-                                     max_position_embeddings. Caches are sized for it. */
+    int32_t      n_ctx;           /* max tokens (prompt + generated), at most the model's
+                                     max_position_embeddings; 0 (default) = that maximum
+                                     capped at 4096. Caches are allocated for n_ctx. */
     int32_t      n_threads;       /* 0 = the session's n_threads */
     dsi_abort_fn abort_callback;  /* NULL = never abort */
     void        *abort_user_data;

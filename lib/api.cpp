@@ -6,6 +6,7 @@
 #include "session.h"
 #include "text/tokenizer.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -26,6 +27,10 @@ P read_params(const P *given, P defaults, const char *what) {
     defaults.struct_size = sizeof(P);
     return defaults;
 }
+
+// n_ctx 0 caps at this so that a default context of a 160K-position model does not
+// reserve caches for all of them.
+constexpr int64_t kDefaultNCtx = 4096;
 
 template <class T>
 T *need(T *handle, const char *what) {
@@ -107,7 +112,6 @@ dsi_context_params dsi_context_default_params(void) {
     dsi_context_params p;
     std::memset(&p, 0, sizeof p);
     p.struct_size = sizeof p;
-    p.n_ctx = 4096;
     return p;
 }
 
@@ -119,12 +123,12 @@ dsi_status dsi_context_create(dsi_session *session, const dsi_context_params *pa
         const dsi_context_params p = read_params(params, dsi_context_default_params(), "dsi_context");
         const int64_t n_train = session->model->cfg.max_position_embeddings;
         if (p.n_ctx < 0 || p.n_ctx > n_train)
-            fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (0 = the model's max_position_embeddings)",
+            fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)",
                  p.n_ctx, (long long)n_train);
         if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
         auto ctx = std::make_unique<dsi_context>();
         ctx->session = session;
-        ctx->cache = dsi::make_cache(*session->model, p.n_ctx == 0 ? n_train : p.n_ctx);
+        ctx->cache = dsi::make_cache(*session->model, p.n_ctx == 0 ? std::min<int64_t>(n_train, kDefaultNCtx) : p.n_ctx);
         ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
         ctx->abort_callback = p.abort_callback;
         ctx->abort_user_data = p.abort_user_data;

@@ -1,0 +1,206 @@
+// labels: cpu badinput
+// Checkpoints that parse but disagree with their config, and dense V3 checkpoints.
+// Each case rewrites the golden tiny checkpoint into a temporary directory (one
+// model.safetensors + config.json) and opens it through the C API.
+#include <doctest/doctest.h>
+
+#include "checkpoint/safetensors.h"
+#include "dsinfer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kGolden = std::string(DSI_TEST_DATA_DIR) + "/golden";
+
+struct Tensor {
+    std::string dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+};
+using Tensors = std::map<std::string, Tensor>;
+
+Tensors read_checkpoint(const std::string &dir) {
+    auto ckpt = dsi::Checkpoint::open(dir);
+    Tensors out;
+    for (const auto &name : ckpt->names()) {
+        const dsi::TensorInfo &t = ckpt->get(name);
+        out[name] = Tensor{dsi::dtype_name(t.dtype), t.shape, std::vector<uint8_t>(t.data, t.data + t.nbytes)};
+    }
+    return out;
+}
+
+void write_safetensors(const std::string &path, const Tensors &tensors) {
+    json header = json::object();
+    size_t offset = 0;
+    for (const auto &[name, t] : tensors) {
+        header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+        offset += t.bytes.size();
+    }
+    std::string h = header.dump();
+    h.append((8 - h.size() % 8) % 8, ' ');
+    std::ofstream f(path, std::ios::binary);
+    const uint64_t n = h.size();
+    f.write(reinterpret_cast<const char *>(&n), 8);
+    f.write(h.data(), static_cast<std::streamsize>(h.size()));
+    for (const auto &[name, t] : tensors) f.write(reinterpret_cast<const char *>(t.bytes.data()), t.bytes.size());
+}
+
+// A temporary checkpoint made from `source` with edits to its tensors and config.
+struct TempModel {
+    std::string dir;
+    TempModel(const std::string &source, const std::function<void(Tensors &)> &edit_tensors,
+              const std::function<void(json &)> &edit_config) {
+        char tmpl[] = "/tmp/dsinfer-model-XXXXXX";
+        dir = mkdtemp(tmpl);
+        Tensors t = read_checkpoint(kGolden + "/" + source);
+        if (edit_tensors) edit_tensors(t);
+        write_safetensors(dir + "/model.safetensors", t);
+        json cfg = json::parse(std::ifstream(kGolden + "/" + source + "/config.json"));
+        if (edit_config) edit_config(cfg);
+        std::ofstream(dir + "/config.json") << cfg.dump(2);
+    }
+    ~TempModel() { fs::remove_all(dir); }
+};
+
+dsi_status open_status(const TempModel &m, std::string *message, dsi_session **keep = nullptr) {
+    dsi_session_params p = dsi_session_default_params();
+    p.backend = DSI_BACKEND_CPU;
+    p.n_threads = 2;
+    dsi_session *s = nullptr;
+    const dsi_status st = dsi_session_open(m.dir.c_str(), &p, &s);
+    *message = dsi_last_error();
+    if (keep)
+        *keep = s;
+    else
+        dsi_session_free(s);
+    return st;
+}
+
+bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("a rewritten but unchanged checkpoint loads (the fixture itself is sound)") {
+    TempModel m("tiny-fp8", nullptr, nullptr);
+    std::string msg;
+    CHECK_MESSAGE(open_status(m, &msg) == DSI_OK, msg);
+}
+
+TEST_CASE("a missing tensor is named") {
+    const std::string name = "model.layers.2.mlp.experts.5.up_proj.weight";
+    TempModel m("tiny-bf16", [&](Tensors &t) { t.erase(name); }, nullptr);
+    std::string msg;
+    CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+    CHECK_MESSAGE(has(msg, "missing tensor '" + name + "'"), msg);
+}
+
+TEST_CASE("a shape that disagrees with the config is named with both shapes") {
+    TempModel m("tiny-bf16", nullptr, [](json &c) { c["q_lora_rank"] = 64; });
+    std::string msg;
+    CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+    CHECK_MESSAGE(has(msg, "model.layers.0.self_attn.q_a_proj.weight"), msg);
+    CHECK_MESSAGE(has(msg, "[128, 256]"), msg);
+    CHECK_MESSAGE(has(msg, "[64, 256]"), msg);
+}
+
+TEST_CASE("a wrong dtype is named") {
+    const std::string name = "model.layers.1.self_attn.o_proj.weight";
+    TempModel m("tiny-bf16", [&](Tensors &t) { t[name].dtype = "I16"; }, nullptr);
+    std::string msg;
+    CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+    CHECK_MESSAGE(has(msg, name), msg);
+    CHECK_MESSAGE(has(msg, "I16"), msg);
+}
+
+TEST_CASE("FP8 weights need valid block scales of the right shape") {
+    const std::string name = "model.layers.1.self_attn.kv_b_proj.weight";
+    {
+        TempModel m("tiny-fp8", [&](Tensors &t) { t.erase(name + "_scale_inv"); }, nullptr);
+        std::string msg;
+        CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+        CHECK_MESSAGE(has(msg, "no block scales"), msg);
+        CHECK_MESSAGE(has(msg, name), msg);
+    }
+    {
+        TempModel m("tiny-fp8", [&](Tensors &t) {
+            Tensor &s = t[name + "_scale_inv"];
+            s.shape = {1, 2};  // should be [ceil(256/128), ceil(128/128)] = [2, 1]
+        }, nullptr);
+        std::string msg;
+        CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+        CHECK_MESSAGE(has(msg, name + "_scale_inv"), msg);
+        CHECK_MESSAGE(has(msg, "[2, 1]"), msg);
+    }
+    {
+        TempModel m("tiny-fp8", [&](Tensors &t) {
+            const float nan = std::nanf("");
+            std::memcpy(t[name + "_scale_inv"].bytes.data(), &nan, sizeof nan);
+        }, nullptr);
+        std::string msg;
+        CHECK(open_status(m, &msg) == DSI_ERR_CHECKPOINT);
+        CHECK_MESSAGE(has(msg, "invalid scale"), msg);
+    }
+}
+
+TEST_CASE("tensors the forward pass does not use (an MTP layer) are skipped") {
+    TempModel m("tiny-fp8", [](Tensors &t) {
+        Tensors extra;
+        for (const auto &[name, v] : t)
+            if (name.rfind("model.layers.3.", 0) == 0) extra["model.layers.4." + name.substr(15)] = v;
+        t.insert(extra.begin(), extra.end());
+    }, [](json &c) { c["num_nextn_predict_layers"] = 1; });
+    std::string msg;
+    dsi_session *s = nullptr;
+    REQUIRE_MESSAGE(open_status(m, &msg, &s) == DSI_OK, msg);
+    CHECK(dsi_session_n_layers(s) == 4);
+    dsi_session_free(s);
+}
+
+TEST_CASE("a dense DeepSeek-V3 checkpoint (no index_* keys) runs dense MLA") {
+    // With 12 tokens (fewer than top-k 32) DSA selects everything, so the golden case0
+    // logits are also the dense model's.
+    TempModel m("tiny-bf16", [](Tensors &t) {
+        for (auto it = t.begin(); it != t.end();)
+            it = it->first.find(".indexer.") != std::string::npos ? t.erase(it) : std::next(it);
+    }, [](json &c) {
+        c.erase("index_n_heads");
+        c.erase("index_head_dim");
+        c.erase("index_topk");
+        c["architectures"] = {"DeepseekV3ForCausalLM"};
+        c["model_type"] = "deepseek_v3";
+    });
+    std::string msg;
+    dsi_session *s = nullptr;
+    REQUIRE_MESSAGE(open_status(m, &msg, &s) == DSI_OK, msg);
+    CHECK(dsi_session_is_sparse(s) == 0);
+    auto golden = dsi::SafetensorsFile::open(kGolden + "/tiny-golden.safetensors");
+    const dsi::TensorInfo &ids_t = golden->tensors().at("case0.input_ids");
+    const dsi::TensorInfo &ref_t = golden->tensors().at("case0.logits");
+    std::vector<int32_t> ids(static_cast<size_t>(ids_t.numel()));
+    std::memcpy(ids.data(), ids_t.data, ids_t.nbytes);
+    const float *ref = reinterpret_cast<const float *>(ref_t.data);
+    dsi_context *ctx = nullptr;
+    REQUIRE(dsi_context_create(s, nullptr, &ctx) == DSI_OK);
+    REQUIRE(dsi_context_eval(ctx, ids.data(), ids.size(), DSI_EVAL_LOGITS_ALL) == DSI_OK);
+    double worst = 0;
+    for (int64_t i = 0; i < ref_t.numel(); ++i)
+        worst = std::max(worst, (double)std::fabs(dsi_context_logits(ctx, 0)[i] - ref[i]));
+    CHECK(worst <= 2e-3);  // the golden README's float32 tolerance
+    dsi_context_free(ctx);
+    dsi_session_free(s);
+}
