@@ -27,6 +27,9 @@ namespace {
 // over all threads, large enough to amortise the per-tile setup.
 constexpr int64_t kTileRows = 16;
 
+// Below this many multiply-adds an op runs on one thread: waking a team costs more.
+constexpr int64_t kParallelWork = 1 << 16;
+
 class CpuMatrix : public Matrix {
 public:
     explicit CpuMatrix(const MatrixSource &src) : src_(src) {
@@ -36,18 +39,34 @@ public:
     // Writes rows [row0, row0+n) as float32 into out[n, cols].
     void dequant_rows(int64_t row0, int64_t n, float *out) const {
         const TensorInfo &w = *src_.weight;
+        if (w.dtype == DType::BF16) {
+            // bf16 is the high half of a float32: widen without a call per element.
+            const uint8_t *p = w.data + row0 * cols * 2;
+            for (int64_t i = 0; i < n * cols; ++i) {
+                uint16_t h;
+                std::memcpy(&h, p + 2 * i, 2);
+                const uint32_t bits = static_cast<uint32_t>(h) << 16;
+                std::memcpy(out + i, &bits, 4);
+            }
+            return;
+        }
         if (w.dtype != DType::F8_E4M3) {
             convert_to_float(w, row0 * cols, n * cols, out);
             return;
         }
         const float *scales = reinterpret_cast<const float *>(src_.scale_inv->data);
-        const int64_t scale_cols = src_.scale_inv->shape[1];
+        const int64_t scale_cols = src_.scale_inv->shape[1], bc = src_.block_cols;
+        const float *lut = e4m3_lut();
         for (int64_t r = 0; r < n; ++r) {
             const int64_t row = row0 + r;
             const uint8_t *q = w.data + row * cols;
             const float *srow = scales + (row / src_.block_rows) * scale_cols;
             float *o = out + r * cols;
-            for (int64_t c = 0; c < cols; ++c) o[c] = e4m3_lut()[q[c]] * srow[c / src_.block_cols];
+            for (int64_t c0 = 0, b = 0; c0 < cols; c0 += bc, ++b) {
+                const float scale = srow[b];
+                const int64_t c1 = std::min(cols, c0 + bc);
+                for (int64_t c = c0; c < c1; ++c) o[c] = lut[q[c]] * scale;
+            }
         }
     }
 
@@ -108,7 +127,7 @@ public:
     void linear(const float *x, int64_t rows, const Matrix &w, float *y) override {
         const int64_t n_out = w.rows, k = w.cols;
         const int64_t tiles = (n_out + kTileRows - 1) / kTileRows;
-#pragma omp parallel num_threads(threads())
+#pragma omp parallel num_threads(threads()) if (rows * n_out * k >= kParallelWork)
         {
             std::vector<float> tile(static_cast<size_t>(kTileRows * k));
 #pragma omp for schedule(dynamic)
@@ -150,7 +169,7 @@ public:
     void mla_absorb_q(const HeadView &q_nope, const Matrix &kv_b, int64_t nope_dim, int64_t v_dim,
                       float *q_latent) override {
         const int64_t rank = kv_b.cols;
-#pragma omp parallel num_threads(threads())
+#pragma omp parallel num_threads(threads()) if (q_nope.rows * q_nope.heads * nope_dim * rank >= kParallelWork)
         {
             std::vector<float> w_uk(static_cast<size_t>(nope_dim * rank));
 #pragma omp for
@@ -169,7 +188,7 @@ public:
     void mla_apply_v(const float *latent_out, int64_t tokens, int64_t heads, const Matrix &kv_b,
                      int64_t nope_dim, int64_t v_dim, float *out) override {
         const int64_t rank = kv_b.cols;
-#pragma omp parallel num_threads(threads())
+#pragma omp parallel num_threads(threads()) if (tokens * heads * v_dim * rank >= kParallelWork)
         {
             std::vector<float> w_uv(static_cast<size_t>(v_dim * rank));
 #pragma omp for
@@ -185,7 +204,8 @@ public:
     }
 
     void sparse_mla(const SparseMlaParams &p) override {
-#pragma omp parallel num_threads(threads())
+        const int64_t per_query = (p.select ? p.select_stride : p.first_pos + p.tokens) * (p.kv_lora_rank + p.rope_dim);
+#pragma omp parallel num_threads(threads()) if (p.tokens * p.heads * per_query >= kParallelWork)
         {
             std::vector<float> probs;
 #pragma omp for collapse(2) schedule(dynamic)
@@ -195,7 +215,7 @@ public:
     }
 
     void indexer_topk(const IndexerTopkParams &p) override {
-#pragma omp parallel num_threads(threads())
+#pragma omp parallel num_threads(threads()) if (p.tokens * (p.first_pos + p.tokens) * p.heads * p.dim >= kParallelWork)
         {
             std::vector<float> scores;
             std::vector<int32_t> order;
