@@ -193,7 +193,8 @@ TEST_CASE("a dense DeepSeek-V3 checkpoint (no index_* keys) runs dense MLA") {
     const dsi::TensorInfo &ref_t = golden->tensors().at("case0.logits");
     std::vector<int32_t> ids(static_cast<size_t>(ids_t.numel()));
     std::memcpy(ids.data(), ids_t.data, ids_t.nbytes);
-    const float *ref = reinterpret_cast<const float *>(ref_t.data);
+    std::vector<float> ref(static_cast<size_t>(ref_t.numel()));
+    std::memcpy(ref.data(), ref_t.data, ref_t.nbytes);
     dsi_context *ctx = nullptr;
     REQUIRE(dsi_context_create(s, nullptr, &ctx) == DSI_OK);
     REQUIRE(dsi_context_eval(ctx, ids.data(), ids.size(), DSI_EVAL_LOGITS_ALL) == DSI_OK);

@@ -35,6 +35,11 @@ public:
     explicit CpuMatrix(const MatrixSource &src) : src_(src) {
         rows = src.weight->shape[0];
         cols = src.weight->shape[1];
+        if (src.scale_inv) {
+            // Copied: safetensors data need not be 4-byte aligned for a float load.
+            scales_.resize(static_cast<size_t>(src.scale_inv->numel()));
+            std::memcpy(scales_.data(), src.scale_inv->data, src.scale_inv->nbytes);
+        }
     }
     // Writes rows [row0, row0+n) as float32 into out[n, cols].
     void dequant_rows(int64_t row0, int64_t n, float *out) const {
@@ -54,7 +59,7 @@ public:
             convert_to_float(w, row0 * cols, n * cols, out);
             return;
         }
-        const float *scales = reinterpret_cast<const float *>(src_.scale_inv->data);
+        const float *scales = scales_.data();
         const int64_t scale_cols = src_.scale_inv->shape[1], bc = src_.block_cols;
         const float *lut = e4m3_lut();
         for (int64_t r = 0; r < n; ++r) {
@@ -72,6 +77,7 @@ public:
 
 private:
     MatrixSource src_;
+    std::vector<float> scales_;  // [ceil(rows/block_rows), ceil(cols/block_cols)] for FP8
 };
 
 const CpuMatrix &cpu(const Matrix &m) { return static_cast<const CpuMatrix &>(m); }

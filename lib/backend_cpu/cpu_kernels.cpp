@@ -80,6 +80,10 @@ void indexer_select_one(const IndexerTopkParams &p, int64_t t, std::vector<float
                         std::vector<int32_t> &order) {
     const int64_t n = p.first_pos + t + 1;  // causal: positions 0..pos(t)
     int32_t *sel = p.select + t * p.topk;
+    if (p.topk <= 0) {
+        p.select_count[t] = 0;
+        return;
+    }
     if (n <= p.topk) {
         // Every earlier token fits: the selection is dense and needs no scores.
         std::iota(sel, sel + n, 0);

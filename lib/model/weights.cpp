@@ -3,6 +3,7 @@
 #include "common/error.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace dsi {
 
@@ -74,11 +75,13 @@ private:
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected F32", sname.c_str(), s->file.c_str(),
                  dtype_name(s->dtype));
         check_shape(*s, {(rows + br - 1) / br, (cols + bc - 1) / bc});
-        const float *v = reinterpret_cast<const float *>(s->data);
-        for (int64_t i = 0; i < s->numel(); ++i)
-            if (!std::isfinite(v[i]) || v[i] < 0.0f)
+        for (int64_t i = 0; i < s->numel(); ++i) {
+            float v;  // memcpy: safetensors data need not be aligned for a float load
+            std::memcpy(&v, s->data + i * sizeof(float), sizeof v);
+            if (!std::isfinite(v) || v < 0.0f)
                 fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has an invalid scale %g at element %lld", sname.c_str(),
-                     s->file.c_str(), static_cast<double>(v[i]), static_cast<long long>(i));
+                     s->file.c_str(), static_cast<double>(v), static_cast<long long>(i));
+        }
         return *s;
     }
 

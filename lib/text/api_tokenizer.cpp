@@ -1,0 +1,120 @@
+// The C API of the tokenizer and the streaming detokenizer (include/dsinfer.h, "Tokenizer").
+#include "dsinfer.h"
+
+#include "common/error.h"
+#include "text/detokenizer.h"
+#include "text/tokenizer.h"
+
+#include <cstring>
+
+struct dsi_detokenizer {
+    dsi::Detokenizer impl;
+};
+
+namespace {
+
+// A handle from dsi_session_tokenizer() or dsi_tokenizer_load() always has an impl; the check
+// still keeps a hand-made or zeroed struct from crashing.
+const dsi::Tokenizer &tokenizer_of(const dsi_tokenizer *tok, const char *fn) {
+    if (!tok || !tok->impl) dsi::fail(DSI_ERR_INVALID_ARGUMENT, "%s: tokenizer is NULL", fn);
+    return *tok->impl;
+}
+
+void require(bool ok, const char *fn, const char *what) {
+    if (!ok) dsi::fail(DSI_ERR_INVALID_ARGUMENT, "%s: %s", fn, what);
+}
+
+}  // namespace
+
+extern "C" dsi_status dsi_tokenizer_load(const char *path, dsi_tokenizer **out) {
+    return dsi::guard([&] {
+        require(out != nullptr, "dsi_tokenizer_load", "out is NULL");
+        *out = nullptr;
+        require(path != nullptr, "dsi_tokenizer_load", "path is NULL");
+        auto tok = std::make_unique<dsi_tokenizer>();
+        tok->impl = dsi::Tokenizer::load_file(path);
+        *out = tok.release();
+    });
+}
+
+extern "C" void dsi_tokenizer_free(dsi_tokenizer *tok) { delete tok; }
+
+extern "C" int32_t dsi_tokenizer_n_vocab(const dsi_tokenizer *tok) {
+    return tok && tok->impl ? tok->impl->n_vocab() : 0;
+}
+
+extern "C" int32_t dsi_tokenizer_token_id(const dsi_tokenizer *tok, const char *token_text) {
+    int32_t id = -1;
+    dsi::guard([&] {
+        if (tok && tok->impl && token_text) id = tok->impl->token_id(token_text);
+    });
+    return id;
+}
+
+extern "C" dsi_status dsi_tokenize(const dsi_tokenizer *tok, const char *text, size_t text_len, int parse_special,
+                                   int32_t *ids, size_t cap, size_t *n_ids) {
+    return dsi::guard([&] {
+        const char *fn = "dsi_tokenize";
+        const dsi::Tokenizer &t = tokenizer_of(tok, fn);
+        require(n_ids != nullptr, fn, "n_ids is NULL");
+        require(text != nullptr || text_len == 0, fn, "text is NULL but text_len is not 0");
+        require(ids != nullptr || cap == 0, fn, "ids is NULL but cap is not 0");
+        std::vector<int32_t> out = t.encode(std::string_view(text ? text : "", text_len), parse_special != 0);
+        *n_ids = out.size();
+        if (out.size() > cap)
+            dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu ids, the buffer holds %zu", fn, out.size(), cap);
+        std::copy(out.begin(), out.end(), ids);
+    });
+}
+
+extern "C" dsi_status dsi_detokenize(const dsi_tokenizer *tok, const int32_t *ids, size_t n_ids, char *text,
+                                     size_t cap, size_t *text_len) {
+    return dsi::guard([&] {
+        const char *fn = "dsi_detokenize";
+        const dsi::Tokenizer &t = tokenizer_of(tok, fn);
+        require(text_len != nullptr, fn, "text_len is NULL");
+        require(ids != nullptr || n_ids == 0, fn, "ids is NULL but n_ids is not 0");
+        require(text != nullptr || cap == 0, fn, "text is NULL but cap is not 0");
+        std::string out = t.decode(ids, n_ids);
+        *text_len = out.size();
+        if (out.size() > cap)
+            dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu bytes, the buffer holds %zu", fn, out.size(),
+                      cap);
+        std::memcpy(text, out.data(), out.size());
+        if (cap > out.size()) text[out.size()] = '\0';
+    });
+}
+
+extern "C" dsi_status dsi_detokenizer_create(const dsi_tokenizer *tok, dsi_detokenizer **out) {
+    return dsi::guard([&] {
+        require(out != nullptr, "dsi_detokenizer_create", "out is NULL");
+        *out = nullptr;
+        tokenizer_of(tok, "dsi_detokenizer_create");
+        *out = new dsi_detokenizer{dsi::Detokenizer(tok->impl)};
+    });
+}
+
+extern "C" void dsi_detokenizer_free(dsi_detokenizer *detok) { delete detok; }
+
+extern "C" dsi_status dsi_detokenizer_push(dsi_detokenizer *detok, int32_t id, const char **text,
+                                           size_t *text_len) {
+    return dsi::guard([&] {
+        const char *fn = "dsi_detokenizer_push";
+        require(detok != nullptr, fn, "detokenizer is NULL");
+        require(text != nullptr && text_len != nullptr, fn, "text or text_len is NULL");
+        std::string_view piece = detok->impl.push(id);
+        *text = piece.data();
+        *text_len = piece.size();
+    });
+}
+
+extern "C" dsi_status dsi_detokenizer_flush(dsi_detokenizer *detok, const char **text, size_t *text_len) {
+    return dsi::guard([&] {
+        const char *fn = "dsi_detokenizer_flush";
+        require(detok != nullptr, fn, "detokenizer is NULL");
+        require(text != nullptr && text_len != nullptr, fn, "text or text_len is NULL");
+        std::string_view piece = detok->impl.flush();
+        *text = piece.data();
+        *text_len = piece.size();
+    });
+}

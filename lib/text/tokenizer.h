@@ -1,0 +1,73 @@
+// A Hugging Face tokenizer.json (byte-level BPE) that encodes and decodes exactly as the
+// `tokenizers` library does with add_special_tokens=False. Immutable after loading, so every
+// const method may be called from any number of threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dsi {
+
+class Tokenizer {
+public:
+    // Both throw dsi::Error: DSI_ERR_IO (file), DSI_ERR_FORMAT (malformed or unsupported
+    // content; the message starts with `origin` and names the offending field).
+    static std::unique_ptr<Tokenizer> load_file(const std::string &path);
+    static std::unique_ptr<Tokenizer> load_json(const std::string &text, const std::string &origin);
+
+    ~Tokenizer();
+    Tokenizer(const Tokenizer &) = delete;
+    Tokenizer &operator=(const Tokenizer &) = delete;
+
+    // With parse_special, added tokens written in the text become their ids (HF's default);
+    // without, the whole text goes through the BPE model as plain text. Invalid UTF-8 throws
+    // DSI_ERR_PARSE naming the byte offset.
+    std::vector<int32_t> encode(std::string_view text, bool parse_special) const;
+
+    // HF decode with skip_special_tokens=False; bytes that are not UTF-8 become U+FFFD.
+    // An id outside [0, n_vocab()) throws DSI_ERR_INVALID_TOKEN.
+    std::string decode(const int32_t *ids, size_t n) const;
+
+    // The raw bytes token `id` decodes to, before UTF-8 repair (a byte-level token may hold
+    // part of a character). Empty for an id no token has; throws like decode() when out of range.
+    std::string_view token_bytes(int32_t id) const;
+
+    // Highest id of the model vocabulary and the added tokens, plus one.
+    int32_t n_vocab() const;
+
+    // The id of an added token or vocabulary entry with exactly this text, or -1.
+    int32_t token_id(std::string_view text) const;
+
+    struct Impl;
+
+private:
+    explicit Tokenizer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+namespace utf8 {
+
+// Byte offset of the first byte that does not start a well-formed UTF-8 sequence, or npos.
+size_t find_invalid(std::string_view s);
+
+// Length of the longest prefix of `s` that cannot change when more bytes are appended:
+// everything except a trailing truncated-but-so-far-valid sequence.
+size_t stable_prefix(std::string_view s);
+
+// Appends `s` with every ill-formed subsequence replaced by U+FFFD, one per maximal
+// subpart (Unicode's recommended practice, as Python's errors="replace" and Rust's
+// from_utf8_lossy do).
+void append_lossy(std::string &out, std::string_view s);
+
+}  // namespace utf8
+
+}  // namespace dsi
+
+// The C handle. Sessions hand out the tokenizer of a model directory through the same type.
+struct dsi_tokenizer {
+    std::shared_ptr<const dsi::Tokenizer> impl;
+};
