@@ -5,7 +5,9 @@
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 
 struct dsi_detokenizer {
     dsi::Detokenizer impl;

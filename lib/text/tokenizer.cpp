@@ -5,9 +5,15 @@
 //           matched on the normalized text) -> pre-tokenizer pieces -> BPE merges -> ids
 //
 // The pre-tokenizer regexes are the file's own, run by PCRE2. `tokenizers` runs them with
-// Oniguruma, so the few places where the two dialects disagree are bridged (see
-// oniguruma_to_pcre2). The ByteLevel byte->char mapping is applied lazily: pieces stay raw
-// bytes and the model looks up each byte's character id in a table.
+// Oniguruma, so the places where the two dialects disagree and that a tokenizer.json plausibly
+// uses are bridged (see oniguruma_to_pcre2); \w and \b keep PCRE2's meaning (no marks). The
+// ByteLevel byte->char mapping is applied lazily: pieces stay raw bytes and the model looks up
+// each byte's character id in a table.
+//
+// Supported: normalizer null or an empty Sequence; pre-tokenizers Sequence, Split, Digits,
+// ByteLevel (last); BPE with vocab, merges, unk_token, fuse_unk, byte_fallback, ignore_merges;
+// the ByteLevel decoder. Anything else is refused with DSI_ERR_FORMAT. The post_processor,
+// truncation and padding are ignored: with add_special_tokens=False they change no ids.
 #include "text/tokenizer.h"
 
 #include "common/error.h"
@@ -328,10 +334,11 @@ struct Merge {
 class PairMap {
 public:
     void reserve(size_t n) {
-        size_t cap = 16;
-        while (cap < 2 * n) cap <<= 1;
-        slots_.assign(cap, Slot{kEmpty, {0, 0}});
-        mask_ = cap - 1;
+        size_t bits = 4;
+        while ((size_t(1) << bits) < 2 * n) ++bits;
+        slots_.assign(size_t(1) << bits, Slot{kEmpty, {0, 0}});
+        mask_ = (size_t(1) << bits) - 1;
+        shift_ = 64 - bits;
     }
     // A later entry for the same pair replaces the earlier one, as a Rust HashMap collect does.
     void set(int32_t a, int32_t b, Merge m) {
@@ -355,10 +362,12 @@ private:
         Merge merge;
     };
     static uint64_t pack(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
-    size_t slot_of(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> 20) & mask_; }
+    // Fibonacci hashing: the top bits of the product are the well-mixed ones.
+    size_t slot_of(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
 
     std::vector<Slot> slots_;
     size_t mask_ = 0;
+    unsigned shift_ = 64;
 };
 
 // ===================================================================================

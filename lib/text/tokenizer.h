@@ -42,9 +42,8 @@ public:
     // The id of an added token or vocabulary entry with exactly this text, or -1.
     int32_t token_id(std::string_view text) const;
 
-    struct Impl;
-
 private:
+    struct Impl;
     explicit Tokenizer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

@@ -1,0 +1,237 @@
+// dsinfer chat: an interactive conversation in the DeepSeek-V3.2 chat format.
+#include "commands.h"
+#include "engine.h"
+#include "json.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace cli {
+namespace {
+
+struct Options {
+    ModelOptions model;
+    dsi_sampler_params sampling = dsi_sampler_default_params();
+    int32_t max_tokens = 2048;
+    int32_t n_ctx = 0;
+    bool thinking = false;
+};
+
+constexpr int64_t kDefaultContext = 8192;
+
+FlagSet flags(Options &o) {
+    FlagSet f("chat", "--model DIR [options]",
+              "Chats on stdin/stdout: each line read is a user message; the reply streams to\n"
+              "stdout, its reasoning to stderr. An empty line is skipped; end with EOF or /exit.");
+    add_model_flag(f, o.model);
+    f.flag("--thinking", "thinking mode: the model reasons before it answers", [&o] { o.thinking = true; });
+    f.value("--max-tokens", "N", "at most N tokens per reply (default 2048)", [&o](const std::string &v) {
+        o.max_tokens = static_cast<int32_t>(parse_int("--max-tokens", v, 1, INT32_MAX));
+    });
+    f.value("--n-ctx", "N", "context size in tokens (default: the model's, at most 8192)",
+            [&o](const std::string &v) { o.n_ctx = static_cast<int32_t>(parse_int("--n-ctx", v, 1, INT32_MAX)); });
+    add_sampling_flags(f, o.sampling);
+    add_runtime_flags(f, o.model, true);
+    return f;
+}
+
+// One line of stdin without its line ending; false at EOF with nothing read.
+bool read_line(std::string &line) {
+    if (is_tty(stdin)) write_out(stderr, "> ");
+    line.clear();
+    int c;
+    while ((c = std::getc(stdin)) != EOF && c != '\n') line += static_cast<char>(c);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return c != EOF || !line.empty();
+}
+
+Json message(const char *role, const std::string &content) {
+    Json m = Json::object();
+    m.set("role", Json::string(role));
+    m.set("content", Json::string(content));
+    return m;
+}
+
+// The library returns JSON as a char * to free with dsi_free().
+Json take_json(char *text, const char *if_null) {
+    const std::string copy = text ? text : if_null;
+    dsi_free(text);
+    return Json::parse(copy);
+}
+
+class ChatParser {
+public:
+    explicit ChatParser(unsigned flags) { check(dsi_chat_parser_create(flags, &parser_)); }
+    ~ChatParser() { dsi_chat_parser_free(parser_); }
+    ChatParser(const ChatParser &) = delete;
+    ChatParser &operator=(const ChatParser &) = delete;
+
+    Json push(const std::string &text) {
+        char *events = nullptr;
+        check(dsi_chat_parser_push(parser_, text.data(), text.size(), &events));
+        return take_json(events, "[]");
+    }
+
+    // The last events; *result receives the whole reply as dsi_chat_parse() gives it.
+    Json finish(Json *result) {
+        char *events = nullptr, *whole = nullptr;
+        const dsi_status status = dsi_chat_parser_finish(parser_, &events, &whole);
+        Json parsed_events = take_json(events, "[]"), parsed_result = take_json(whole, "{}");
+        check(status);
+        *result = std::move(parsed_result);
+        return parsed_events;
+    }
+
+private:
+    dsi_chat_parser *parser_ = nullptr;
+};
+
+// Reasoning goes to stderr, dimmed on a terminal and prefixed elsewhere, so that stdout
+// carries only the answer; tool calls are shown on stderr too.
+class Display {
+public:
+    void show(const Json &events) {
+        for (const Json &e : events.items) {
+            const std::string type = e.get_string("type");
+            if (type == "reasoning") {
+                reasoning(e.get_string("text"));
+            } else if (type == "content") {
+                end_reasoning();
+                write_out(stdout, e.get_string("text"));
+            } else if (type == "tool_call") {
+                tool_call(e);
+            }
+        }
+    }
+
+    void finish() {
+        end_reasoning();
+        write_out(stdout, "\n");
+    }
+
+private:
+    void reasoning(const std::string &text) {
+        if (is_tty(stderr)) {
+            write_out(stderr, "\x1b[2m" + text + "\x1b[0m");
+        } else {
+            write_out(stderr, (in_reasoning_ ? "" : "[reasoning] ") + text);
+        }
+        in_reasoning_ = true;
+    }
+
+    void end_reasoning() {
+        if (in_reasoning_) write_out(stderr, "\n");
+        in_reasoning_ = false;
+    }
+
+    void tool_call(const Json &e) {
+        end_reasoning();
+        const Json *args = e.get("arguments");
+        write_out(stderr, "[tool call] " + e.get_string("name") + " " + (args ? args->dump() : "{}") + "\n");
+    }
+
+    bool in_reasoning_ = false;
+};
+
+// The assistant turn in the form dsi_chat_render() reads back: the parser's
+// {"name", "arguments"} tool calls become OpenAI-style function calls.
+Json assistant_message(const Json &reply) {
+    Json m = message("assistant", reply.get_string("content"));
+    const std::string reasoning = reply.get_string("reasoning_content");
+    if (!reasoning.empty()) m.set("reasoning_content", Json::string(reasoning));
+    const Json *calls = reply.get("tool_calls");
+    if (!calls || calls->items.empty()) return m;
+    Json list;
+    list.kind = Json::Array;
+    for (const Json &call : calls->items) {
+        Json function = Json::object();
+        function.set("name", Json::string(call.get_string("name")));
+        const Json *args = call.get("arguments");
+        function.set("arguments", Json::string(args ? args->dump() : "{}"));
+        Json entry = Json::object();
+        entry.set("type", Json::string("function"));
+        entry.set("function", std::move(function));
+        list.items.push_back(std::move(entry));
+    }
+    m.set("tool_calls", std::move(list));
+    return m;
+}
+
+// Keeps the longest prefix of `ids` that the context already holds (usually all but
+// the newest turns) and evaluates only the rest; a prompt that shares nothing with
+// the context is evaluated from scratch.
+void feed_prompt(Model &model, const std::vector<int32_t> &ids) {
+    dsi_context *ctx = model.context();
+    std::vector<int32_t> held(static_cast<size_t>(dsi_context_length(ctx)));
+    dsi_context_tokens(ctx, held.data(), held.size());
+    size_t keep = 0;
+    while (keep < held.size() && keep < ids.size() && held[keep] == ids[keep]) ++keep;
+    keep = std::min(keep, ids.size() - 1);  // evaluate at least one token, for fresh logits
+    if (keep < held.size()) check(dsi_context_truncate(ctx, static_cast<int32_t>(keep)));
+    model.prefill(std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end()),
+                  DSI_EVAL_LOGITS_LAST);
+}
+
+// Samples, streams and parses one reply. Every sampled token, EOS included, is also
+// evaluated so that the context keeps matching the conversation's next rendering.
+Json reply(Model &model, Sampler &sampler, unsigned flags, int32_t max_tokens) {
+    dsi_context *ctx = model.context();
+    TextStream text(model.tokenizer());
+    ChatParser parser(flags);
+    Display display;
+    const int32_t eos = dsi_session_eos_token(model.session());
+    for (int32_t i = 0; i < max_tokens; ++i) {
+        if (dsi_context_length(ctx) >= dsi_context_n_ctx(ctx)) {
+            write_out(stderr, "\ndsinfer: the context is full; the reply is cut short\n");
+            break;
+        }
+        const int32_t token = sampler.sample(ctx);
+        model.decode(token);
+        if (token == eos) break;
+        const std::string piece = text.push(token);
+        if (!piece.empty()) display.show(parser.push(piece));
+    }
+    const std::string rest = text.flush();
+    if (!rest.empty()) display.show(parser.push(rest));
+    Json result;
+    display.show(parser.finish(&result));
+    display.finish();
+    return result;
+}
+
+}  // namespace
+
+void help_chat(std::FILE *out) {
+    Options o;
+    flags(o).print_help(out);
+}
+
+int run_chat(const Args &args) {
+    Options o;
+    FlagSet f = flags(o);
+    if (!f.parse(args)) return 0;
+    f.require("--model");
+    check_sampling_flags(f);
+
+    Model model(o.model);
+    model.tokenizer();  // fail before the first prompt when there is none
+    const int64_t trained = dsi_session_n_ctx_train(model.session());
+    model.create_context(o.n_ctx ? o.n_ctx : std::min(trained > 0 ? trained : kDefaultContext, kDefaultContext));
+    Sampler sampler(o.sampling);
+    const unsigned flags = o.thinking ? DSI_CHAT_THINKING : 0u;
+
+    Json messages;
+    messages.kind = Json::Array;
+    std::string line;
+    while (read_line(line) && line != "/exit") {
+        if (line.empty()) continue;
+        messages.items.push_back(message("user", line));
+        const std::string prompt = render_chat("{\"messages\":" + messages.dump() + "}", flags);
+        feed_prompt(model, tokenize(model.tokenizer(), prompt, true));
+        messages.items.push_back(assistant_message(reply(model, sampler, flags, o.max_tokens)));
+    }
+    if (o.model.stats) model.stats.print();
+    return 0;
+}
+
+}  // namespace cli
