@@ -1,13 +1,18 @@
 // dsinfer chat: an interactive conversation in the DeepSeek-V3.2 chat format.
 #include "commands.h"
 #include "engine.h"
-#include "json.h"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdint>
 
 namespace cli {
 namespace {
+
+// Ordered, so that tool-call arguments are written back in the order the model wrote
+// them, and the next turn's prompt still matches the tokens held in the context.
+using Json = nlohmann::ordered_json;
 
 struct Options {
     ModelOptions model;
@@ -45,18 +50,26 @@ bool read_line(std::string &line) {
     return c != EOF || !line.empty();
 }
 
-Json message(const char *role, const std::string &content) {
-    Json m = Json::object();
-    m.set("role", Json::string(role));
-    m.set("content", Json::string(content));
-    return m;
+Json message(const char *role, const std::string &content) { return {{"role", role}, {"content", content}}; }
+
+// The string member `key` of an object, or "" when absent or not a string.
+std::string get_string(const Json &object, const char *key) {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
+
+// Compact JSON text; bytes that are not UTF-8 become U+FFFD instead of throwing.
+std::string dump(const Json &v) { return v.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 // The library returns JSON as a char * to free with dsi_free().
 Json take_json(char *text, const char *if_null) {
     const std::string copy = text ? text : if_null;
     dsi_free(text);
-    return Json::parse(copy);
+    try {
+        return Json::parse(copy);
+    } catch (const Json::exception &e) {
+        throw Failure(std::string("malformed JSON from the library: ") + e.what());
+    }
 }
 
 class ChatParser {
@@ -91,13 +104,14 @@ private:
 class Display {
 public:
     void show(const Json &events) {
-        for (const Json &e : events.items) {
-            const std::string type = e.get_string("type");
+        if (!events.is_array()) return;
+        for (const Json &e : events) {
+            const std::string type = get_string(e, "type");
             if (type == "reasoning") {
-                reasoning(e.get_string("text"));
+                reasoning(get_string(e, "text"));
             } else if (type == "content") {
                 end_reasoning();
-                write_out(stdout, e.get_string("text"));
+                write_out(stdout, get_string(e, "text"));
             } else if (type == "tool_call") {
                 tool_call(e);
             }
@@ -126,8 +140,8 @@ private:
 
     void tool_call(const Json &e) {
         end_reasoning();
-        const Json *args = e.get("arguments");
-        write_out(stderr, "[tool call] " + e.get_string("name") + " " + (args ? args->dump() : "{}") + "\n");
+        const auto args = e.find("arguments");
+        write_out(stderr, "[tool call] " + get_string(e, "name") + " " + (args != e.end() ? dump(*args) : "{}") + "\n");
     }
 
     bool in_reasoning_ = false;
@@ -136,24 +150,20 @@ private:
 // The assistant turn in the form dsi_chat_render() reads back: the parser's
 // {"name", "arguments"} tool calls become OpenAI-style function calls.
 Json assistant_message(const Json &reply) {
-    Json m = message("assistant", reply.get_string("content"));
-    const std::string reasoning = reply.get_string("reasoning_content");
-    if (!reasoning.empty()) m.set("reasoning_content", Json::string(reasoning));
-    const Json *calls = reply.get("tool_calls");
-    if (!calls || calls->items.empty()) return m;
-    Json list;
-    list.kind = Json::Array;
-    for (const Json &call : calls->items) {
-        Json function = Json::object();
-        function.set("name", Json::string(call.get_string("name")));
-        const Json *args = call.get("arguments");
-        function.set("arguments", Json::string(args ? args->dump() : "{}"));
-        Json entry = Json::object();
-        entry.set("type", Json::string("function"));
-        entry.set("function", std::move(function));
-        list.items.push_back(std::move(entry));
+    Json m = message("assistant", get_string(reply, "content"));
+    const std::string reasoning = get_string(reply, "reasoning_content");
+    if (!reasoning.empty()) m["reasoning_content"] = reasoning;
+    const auto calls = reply.find("tool_calls");
+    if (calls == reply.end() || !calls->is_array() || calls->empty()) return m;
+    Json list = Json::array();
+    for (const Json &call : *calls) {
+        const auto args = call.find("arguments");
+        list.push_back(Json{{"type", "function"},
+                             {"function",
+                              {{"name", get_string(call, "name")},
+                               {"arguments", args != call.end() ? dump(*args) : "{}"}}}});
     }
-    m.set("tool_calls", std::move(list));
+    m["tool_calls"] = std::move(list);
     return m;
 }
 
@@ -220,15 +230,14 @@ int run_chat(const Args &args) {
     Sampler sampler(o.sampling);
     const unsigned flags = o.thinking ? DSI_CHAT_THINKING : 0u;
 
-    Json messages;
-    messages.kind = Json::Array;
+    Json messages = Json::array();
     std::string line;
     while (read_line(line) && line != "/exit") {
         if (line.empty()) continue;
-        messages.items.push_back(message("user", line));
-        const std::string prompt = render_chat("{\"messages\":" + messages.dump() + "}", flags);
+        messages.push_back(message("user", line));
+        const std::string prompt = render_chat(dump(Json{{"messages", messages}}), flags);
         feed_prompt(model, tokenize(model.tokenizer(), prompt, true));
-        messages.items.push_back(assistant_message(reply(model, sampler, flags, o.max_tokens)));
+        messages.push_back(assistant_message(reply(model, sampler, flags, o.max_tokens)));
     }
     if (o.model.stats) model.stats.print();
     return 0;
