@@ -329,3 +329,22 @@ TEST_CASE("many contexts on one session in parallel threads give the serial resu
     CHECK(serial == parallel);
     dsi_session_free(s);
 }
+
+TEST_CASE("a tokenizer with more ids than the model's vocabulary is refused") {
+    // The demo model's tokenizer has 4096 ids; the golden checkpoints 1024.
+    const std::string tok = std::string(DSI_SOURCE_DIR) + "/models/demo/tokenizer.json";
+    dsi_session_params p = dsi_session_default_params();
+    p.backend = DSI_BACKEND_CPU;
+    p.tokenizer_path = tok.c_str();
+    dsi_session *s = nullptr;
+    CHECK(dsi_session_open(kBf16.c_str(), &p, &s) == DSI_ERR_CONFIG);
+    CHECK(s == nullptr);
+    CHECK(contains(dsi_last_error(), "4096"));
+    CHECK(contains(dsi_last_error(), "1024"));
+
+    // The model directory's own tokenizer.json is picked up.
+    s = open_cpu(std::string(DSI_SOURCE_DIR) + "/models/demo");
+    REQUIRE(dsi_session_tokenizer(s) != nullptr);
+    CHECK(dsi_tokenizer_n_vocab(dsi_session_tokenizer(s)) == 4096);
+    dsi_session_free(s);
+}
