@@ -29,14 +29,15 @@ void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsi
     ContextLock lock(ctx);
     const Model &m = *ctx->session->model;
     const int64_t vocab = m.cfg.vocab_size;
+    const int64_t first = static_cast<int64_t>(ctx->tokens.size());
+    // Capacity first, compared unsigned: a huge n_tokens must not reach the id scan.
+    if (n_tokens > static_cast<size_t>(ctx->cache.n_ctx - first))
+        fail(DSI_ERR_CONTEXT_FULL, "%zu tokens do not fit: the context holds %lld of n_ctx %lld", n_tokens,
+             (long long)first, (long long)ctx->cache.n_ctx);
     for (size_t i = 0; i < n_tokens; ++i)
         if (tokens[i] < 0 || tokens[i] >= vocab)
             fail(DSI_ERR_INVALID_TOKEN, "token id %d at position %zu is outside the vocabulary [0, %lld)", tokens[i],
                  i, (long long)vocab);
-    const int64_t first = static_cast<int64_t>(ctx->tokens.size());
-    if (static_cast<int64_t>(n_tokens) > ctx->cache.n_ctx - first)
-        fail(DSI_ERR_CONTEXT_FULL, "%zu tokens do not fit: the context holds %lld of n_ctx %lld", n_tokens,
-             (long long)first, (long long)ctx->cache.n_ctx);
 
     set_thread_compute_threads(ctx->n_threads);
     const bool all = (flags & DSI_EVAL_LOGITS_ALL) != 0;

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -184,6 +185,7 @@ TEST_CASE("context: invalid tokens, overflow, n_ctx bounds, logits index") {
     const int32_t six[] = {3, 4, 5, 6, 7, 8};
     REQUIRE(dsi_context_eval(c, six, 6, 0) == DSI_OK);
     CHECK(dsi_context_eval(c, six, 3, 0) == DSI_ERR_CONTEXT_FULL);
+    CHECK(dsi_context_eval(c, six, SIZE_MAX, 0) == DSI_ERR_CONTEXT_FULL);  // never reads past six
     CHECK(contains(dsi_last_error(), "n_ctx 8"));
     CHECK(dsi_context_length(c) == 6);
     CHECK(dsi_context_logits(c, 0) != nullptr);  // index 0 of 1 row = the last token
