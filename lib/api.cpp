@@ -3,10 +3,12 @@
 #include "dsinfer.h"
 
 #include "common/error.h"
+#include "common/params.h"
 #include "session.h"
 #include "text/tokenizer.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -15,18 +17,9 @@ using dsi::guard;
 
 namespace {
 
-// Copies a caller's params struct of `size` bytes over the defaults, so callers built
-// against an older (shorter) struct keep working and newer fields get defaults.
-template <class P>
-P read_params(const P *given, P defaults, const char *what) {
-    if (!given) return defaults;
-    if (given->struct_size < sizeof(size_t) || given->struct_size > sizeof(P))
-        fail(DSI_ERR_INVALID_ARGUMENT, "%s.struct_size is %zu; initialise it with %s_default_params()", what,
-             given->struct_size, what);
-    std::memcpy(static_cast<void *>(&defaults), given, given->struct_size);
-    defaults.struct_size = sizeof(P);
-    return defaults;
-}
+// The v1 sizes of the params structs (their last v1 field's end).
+constexpr size_t kSessionParamsV1 = offsetof(dsi_session_params, log_level) + sizeof(dsi_log_level);
+constexpr size_t kContextParamsV1 = offsetof(dsi_context_params, abort_user_data) + sizeof(void *);
 
 // n_ctx 0 caps at this so that a default context of a 160K-position model does not
 // reserve caches for all of them.
@@ -85,7 +78,7 @@ dsi_status dsi_session_open(const char *model_dir, const dsi_session_params *par
     return guard([&] {
         need(out, "out");
         need(model_dir, "model_dir");
-        const dsi_session_params p = read_params(params, dsi_session_default_params(), "dsi_session");
+        const dsi_session_params p = dsi::read_params(params, dsi_session_default_params(), kSessionParamsV1, "dsi_session");
         *out = dsi::open_session(model_dir, p).release();
     });
 }
@@ -120,7 +113,7 @@ dsi_status dsi_context_create(dsi_session *session, const dsi_context_params *pa
     return guard([&] {
         need(out, "out");
         need(session, "session");
-        const dsi_context_params p = read_params(params, dsi_context_default_params(), "dsi_context");
+        const dsi_context_params p = dsi::read_params(params, dsi_context_default_params(), kContextParamsV1, "dsi_context");
         const int64_t n_train = session->model->cfg.max_position_embeddings;
         if (p.n_ctx < 0 || p.n_ctx > n_train)
             fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)",

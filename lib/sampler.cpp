@@ -1,6 +1,7 @@
 #include "sampler.h"
 
 #include "common/error.h"
+#include "common/params.h"
 
 #include <algorithm>
 #include <cmath>
@@ -59,16 +60,7 @@ static void validate(const dsi_sampler_params &p) {
 }
 
 dsi_sampler_params checked_sampler_params(const dsi_sampler_params *in) {
-    dsi_sampler_params p = dsi_sampler_default_params();
-    if (!in) return p;
-    if (in->struct_size < kParamsV1Size || in->struct_size > sizeof p)
-        fail(DSI_ERR_INVALID_ARGUMENT,
-             "dsi_sampler_params.struct_size is %zu, expected %zu to %zu: initialise the "
-             "struct with dsi_sampler_default_params()",
-             in->struct_size, kParamsV1Size, sizeof p);
-    // Fields past the caller's struct_size keep their defaults.
-    std::memcpy(&p, in, in->struct_size);
-    p.struct_size = sizeof p;
+    const dsi_sampler_params p = read_params(in, dsi_sampler_default_params(), kParamsV1Size, "dsi_sampler");
     validate(p);
     return p;
 }
