@@ -1,9 +1,8 @@
 #include "session.h"
 
 #include "common/error.h"
+#include "common/file.h"
 #include "text/tokenizer.h"
-
-#include <sys/stat.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -23,11 +22,6 @@ void dsi_session::logf(dsi_log_level level, const char *fmt, ...) const {
 namespace dsi {
 
 namespace {
-
-bool file_exists(const std::string &path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 std::unique_ptr<Backend> make_backend(dsi_backend kind, int n_threads, dsi_backend &chosen) {
     switch (kind) {
@@ -74,7 +68,7 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
 
     const std::string dir_tokenizer = std::string(model_dir) + "/tokenizer.json";
     std::string tok_path = params.tokenizer_path ? params.tokenizer_path : "";
-    if (tok_path.empty() && file_exists(dir_tokenizer)) tok_path = dir_tokenizer;
+    if (tok_path.empty() && is_regular_file(dir_tokenizer)) tok_path = dir_tokenizer;
     if (!tok_path.empty()) {
         auto tok = std::make_unique<dsi_tokenizer>();
         tok->impl = Tokenizer::load_file(tok_path);

@@ -1,6 +1,7 @@
 #include "checkpoint/safetensors.h"
 
 #include "common/error.h"
+#include "common/file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -9,9 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <limits>
-#include <iterator>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -253,25 +252,12 @@ SafetensorsFile::~SafetensorsFile() {
 
 namespace {
 
-bool is_file(const std::string &path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-std::string read_text(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(DSI_ERR_IO, "cannot open %s: %s", path.c_str(), std::strerror(errno));
-    std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    if (in.bad()) fail(DSI_ERR_IO, "cannot read %s", path.c_str());
-    return text;
-}
-
 // The index's shard -> tensors map, in shard order so shards open deterministically.
 std::map<std::string, std::vector<std::string>> read_index(const std::string &index_path) {
     const char *f = index_path.c_str();
     json index;
     try {
-        index = json::parse(read_text(index_path));
+        index = json::parse(read_text_file(index_path));
     } catch (const json::exception &e) {
         fail(DSI_ERR_FORMAT, "%s: not valid JSON: %s", f, e.what());
     }
@@ -308,7 +294,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &dir) {
     const std::string index_path = dir + "/model.safetensors.index.json";
     const std::string single_path = dir + "/model.safetensors";
 
-    if (is_file(index_path)) {
+    if (is_regular_file(index_path)) {
         for (const auto &[shard, names] : read_index(index_path)) {
             ck->files_.push_back(SafetensorsFile::open(dir + "/" + shard));
             const SafetensorsFile &file = *ck->files_.back();
@@ -320,7 +306,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &dir) {
                 ck->index_[name] = &it->second;
             }
         }
-    } else if (is_file(single_path)) {
+    } else if (is_regular_file(single_path)) {
         ck->files_.push_back(SafetensorsFile::open(single_path));
     } else {
         fail(DSI_ERR_IO, "no model.safetensors.index.json or model.safetensors in %s", dir.c_str());

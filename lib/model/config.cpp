@@ -1,14 +1,11 @@
 #include "model/config.h"
 
 #include "common/error.h"
+#include "common/file.h"
 
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
@@ -533,14 +530,6 @@ void check_fixed_semantics(const Obj &o) {
     for (const auto &[key, kind] : ignored) o.ignored(key, kind);
 }
 
-std::string read_text(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(DSI_ERR_IO, "cannot open %s: %s", path.c_str(), std::strerror(errno));
-    std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    if (in.bad()) fail(DSI_ERR_IO, "cannot read %s", path.c_str());
-    return text;
-}
-
 }  // namespace
 
 ModelConfig parse_config(const std::string &json_text, const std::string &path) {
@@ -569,7 +558,7 @@ ModelConfig parse_config(const std::string &json_text, const std::string &path) 
 
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
-    return parse_config(read_text(path), path);
+    return parse_config(read_text_file(path), path);
 }
 
 }  // namespace dsi

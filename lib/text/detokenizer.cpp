@@ -1,5 +1,7 @@
 #include "text/detokenizer.h"
 
+#include "text/utf8.h"
+
 namespace dsi {
 
 Detokenizer::Detokenizer(std::shared_ptr<const Tokenizer> tokenizer) : tokenizer_(std::move(tokenizer)) {}

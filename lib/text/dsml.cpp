@@ -4,6 +4,7 @@
 #include "text/dsml.h"
 
 #include "text/chat.h"
+#include "text/utf8.h"
 
 #include <algorithm>
 #include <array>
@@ -38,39 +39,19 @@ bool is_name_char(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= '
 // incomplete character at the end is left for later unless `complete` says nothing
 // follows, which makes it invalid too.
 size_t utf8_prefix(std::string_view s, size_t at, bool complete) {
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
     size_t i = 0;
     while (i < s.size()) {
-        auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
+        if (p[i] < 0x80) {
             ++i;
             continue;
         }
-        // The second byte's range excludes overlong forms, surrogates and > U+10FFFF.
-        size_t len = 0;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            fail_utf8(at + i);
-        }
-        size_t k = 1;
-        for (; k < len && i + k < s.size(); ++k) {
-            auto d = static_cast<unsigned char>(s[i + k]);
-            if (d < (k == 1 ? lo : 0x80) || d > (k == 1 ? hi : 0xBF)) fail_utf8(at + i);
-        }
-        if (k < len) {
-            if (complete) fail_utf8(at + i);
+        utf8::Sequence seq = utf8::scan(p + i, s.size() - i);
+        if (!seq.valid) {
+            if (!seq.truncated || complete) fail_utf8(at + i);
             return i;
         }
-        i += len;
+        i += seq.len;
     }
     return i;
 }

@@ -17,6 +17,8 @@
 #include "text/tokenizer.h"
 
 #include "common/error.h"
+#include "common/file.h"
+#include "text/utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -26,104 +28,9 @@
 #include <algorithm>
 #include <array>
 #include <deque>
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 namespace dsi {
-
-// ===================================================================================
-// UTF-8
-// ===================================================================================
-
-namespace utf8 {
-namespace {
-
-// One step of a left-to-right scan: a well-formed sequence, or the maximal subpart of an
-// ill-formed one (at least one byte). `truncated`: the subpart ran into the end of the input,
-// so more bytes could still complete it.
-struct Step {
-    size_t len;
-    bool valid;
-    bool truncated;
-};
-
-// Table 3-7 of the Unicode standard (well-formed UTF-8 byte sequences).
-Step scan(const unsigned char *p, size_t n) {
-    unsigned char b = p[0];
-    if (b < 0x80) return {1, true, false};
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-        need = 2;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-        need = 3;
-        if (b == 0xE0) lo = 0xA0;
-        if (b == 0xED) hi = 0x9F;  // no surrogates
-    } else if (b >= 0xF0 && b <= 0xF4) {
-        need = 4;
-        if (b == 0xF0) lo = 0x90;
-        if (b == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
-    } else {
-        return {1, false, false};
-    }
-    for (size_t k = 1; k < need; ++k) {
-        if (k == n) return {k, false, true};
-        if (p[k] < lo || p[k] > hi) return {k, false, false};
-        lo = 0x80;
-        hi = 0xBF;
-    }
-    return {need, true, false};
-}
-
-const unsigned char *bytes(std::string_view s) { return reinterpret_cast<const unsigned char *>(s.data()); }
-
-}  // namespace
-
-size_t find_invalid(std::string_view s) {
-    const unsigned char *p = bytes(s);
-    size_t i = 0;
-    while (i < s.size()) {
-        if (p[i] < 0x80) {
-            ++i;
-            continue;
-        }
-        Step st = scan(p + i, s.size() - i);
-        if (!st.valid) return i;
-        i += st.len;
-    }
-    return std::string_view::npos;
-}
-
-size_t stable_prefix(std::string_view s) {
-    const unsigned char *p = bytes(s);
-    size_t i = 0;
-    while (i < s.size()) {
-        Step st = scan(p + i, s.size() - i);
-        if (st.truncated) return i;
-        i += st.len;
-    }
-    return s.size();
-}
-
-void append_lossy(std::string &out, std::string_view s) {
-    const unsigned char *p = bytes(s);
-    size_t i = 0, run = 0;  // [run, i) is valid text not yet copied
-    while (i < s.size()) {
-        Step st = scan(p + i, s.size() - i);
-        if (st.valid) {
-            i += st.len;
-            continue;
-        }
-        out.append(s.data() + run, i - run);
-        out += "\xEF\xBF\xBD";
-        i += st.len;
-        run = i;
-    }
-    out.append(s.data() + run, s.size() - run);
-}
-
-}  // namespace utf8
 
 namespace {
 
@@ -1074,12 +981,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(const std::string &text, const s
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::load_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(DSI_ERR_IO, "cannot open tokenizer file %s", path.c_str());
-    std::ostringstream buf;
-    buf << in.rdbuf();
-    if (in.bad()) fail(DSI_ERR_IO, "cannot read tokenizer file %s", path.c_str());
-    return load_json(buf.str(), path);
+    return load_json(read_text_file(path, "tokenizer file"), path);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {

@@ -3,6 +3,8 @@
 // const method may be called from any number of threads at once.
 #pragma once
 
+#include "text/utf8.h"  // dsi::utf8, used with the tokenizer's byte strings
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -47,22 +49,6 @@ private:
     explicit Tokenizer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
-
-namespace utf8 {
-
-// Byte offset of the first byte that does not start a well-formed UTF-8 sequence, or npos.
-size_t find_invalid(std::string_view s);
-
-// Length of the longest prefix of `s` that cannot change when more bytes are appended:
-// everything except a trailing truncated-but-so-far-valid sequence.
-size_t stable_prefix(std::string_view s);
-
-// Appends `s` with every ill-formed subsequence replaced by U+FFFD, one per maximal
-// subpart (Unicode's recommended practice, as Python's errors="replace" and Rust's
-// from_utf8_lossy do).
-void append_lossy(std::string &out, std::string_view s);
-
-}  // namespace utf8
 
 }  // namespace dsi
 
