@@ -20,7 +20,6 @@ struct dsi_session {
     dsi_log_fn log = nullptr;
     void *log_user_data = nullptr;
     dsi_log_level log_level = DSI_LOG_WARN;
-    std::atomic<int> live_contexts{0};
 
     ~dsi_session();
     void logf(dsi_log_level level, const char *fmt, ...) const __attribute__((format(printf, 3, 4)));
