@@ -91,7 +91,11 @@ public:
 
     const char *name() const override { return "cpu"; }
 
-    int threads() const { return t_compute_threads > 0 ? t_compute_threads : default_threads_; }
+    // Inside a team (experts run in parallel) every op runs on its calling thread.
+    int threads() const {
+        if (omp_in_parallel()) return 1;
+        return t_compute_threads > 0 ? t_compute_threads : default_threads_;
+    }
 
     Buffer alloc(size_t bytes) override {
         // 64-byte alignment for vector loads; at least one line so empty tensors are valid.
@@ -221,7 +225,9 @@ public:
     }
 
     void indexer_topk(const IndexerTopkParams &p) override {
-#pragma omp parallel num_threads(threads()) if (p.tokens * (p.first_pos + p.tokens) * p.heads * p.dim >= kParallelWork)
+        // Parallel over query rows: a single decode row stays on one thread.
+        const bool parallel = p.tokens > 1 && p.tokens * (p.first_pos + p.tokens) * p.heads * p.dim >= kParallelWork;
+#pragma omp parallel num_threads(threads()) if (parallel)
         {
             std::vector<float> scores;
             std::vector<int32_t> order;
@@ -253,18 +259,30 @@ public:
         // Gather the tokens of each expert so its weights are dequantised once per call.
         std::vector<std::vector<int64_t>> slots(static_cast<size_t>(n_experts));
         for (int64_t i = 0; i < tokens * top_k; ++i) slots[static_cast<size_t>(expert_ids[i])].push_back(i);
-        std::vector<float> xs, ys;
-        for (int64_t e = 0; e < n_experts; ++e) {
+        std::vector<int64_t> active;
+        for (int64_t e = 0; e < n_experts; ++e)
+            if (!slots[static_cast<size_t>(e)].empty()) active.push_back(e);
+        // With at least one expert per thread (decode, short prompts) the experts run in
+        // parallel, each on one thread; otherwise each expert's matrices use every thread.
+        // Either way outputs are summed in expert order, so results do not depend on it.
+        const int64_t n_active = static_cast<int64_t>(active.size());
+        std::vector<std::vector<float>> outputs(active.size());
+#pragma omp parallel for num_threads(threads()) schedule(dynamic) if (n_active >= threads())
+        for (int64_t i = 0; i < n_active; ++i) {
+            const int64_t e = active[static_cast<size_t>(i)];
             const auto &s = slots[static_cast<size_t>(e)];
-            if (s.empty()) continue;
             const int64_t n = static_cast<int64_t>(s.size());
-            xs.resize(static_cast<size_t>(n * hidden));
-            ys.resize(xs.size());
+            std::vector<float> xs(static_cast<size_t>(n * hidden));
             for (int64_t j = 0; j < n; ++j)
                 std::memcpy(&xs[j * hidden], x + (s[j] / top_k) * hidden, hidden * sizeof(float));
-            mlp(xs.data(), n, experts[e], ys.data());
-            for (int64_t j = 0; j < n; ++j)
-                kernels::axpy(expert_weights[s[j]], &ys[j * hidden], y + (s[j] / top_k) * hidden, hidden);
+            outputs[static_cast<size_t>(i)].resize(xs.size());
+            mlp(xs.data(), n, experts[e], outputs[static_cast<size_t>(i)].data());
+        }
+        for (int64_t i = 0; i < n_active; ++i) {
+            const auto &s = slots[static_cast<size_t>(active[static_cast<size_t>(i)])];
+            const float *ys = outputs[static_cast<size_t>(i)].data();
+            for (size_t j = 0; j < s.size(); ++j)
+                kernels::axpy(expert_weights[s[j]], ys + j * hidden, y + (s[j] / top_k) * hidden, hidden);
         }
     }
 
