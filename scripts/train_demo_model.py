@@ -703,7 +703,11 @@ def dequantize_fp8(q, scale):
 
 
 def unfuse_experts(sd):
-    """HF 5.x fused expert params -> one tensor per expert (released layout)."""
+    """HF 5.x fused expert params -> one tensor per expert (released layout).
+
+    transformers 5.17 stores gate_up_proj as [E, 2I, H] and down_proj as [E, H, I]; a
+    transposed layout is recognised only where the shape tells them apart (a square
+    matrix, e.g. 2I == H, is taken as the documented layout)."""
     out = {}
     I_, Hd = cfg.moe_intermediate_size, cfg.hidden_size
     for n, t in sd.items():
@@ -715,13 +719,13 @@ def unfuse_experts(sd):
         for e in range(t.shape[0]):
             te = t[e]
             if kind == "gate_up_proj":
-                if te.shape == (Hd, 2 * I_):
+                if te.shape == (Hd, 2 * I_) and Hd != 2 * I_:
                     te = te.t()
                 assert te.shape == (2 * I_, Hd), te.shape
                 out[f"{pre}.{e}.gate_proj.weight"] = te[:I_].contiguous()
                 out[f"{pre}.{e}.up_proj.weight"] = te[I_:].contiguous()
             else:
-                if te.shape == (I_, Hd):
+                if te.shape == (I_, Hd) and I_ != Hd:
                     te = te.t()
                 assert te.shape == (Hd, I_), te.shape
                 out[f"{pre}.{e}.down_proj.weight"] = te.contiguous()

@@ -65,9 +65,12 @@ struct Recorder : dsi::ForwardObserver {
     std::map<int64_t, std::vector<std::set<int32_t>>> selections;
     std::map<int64_t, std::vector<std::vector<int32_t>>> experts_of;
 
-    void embedding(const float *x, int64_t t, int64_t h) override { embed.assign(x, x + t * h); }
-    void layer_output(int64_t l, const float *x, int64_t t, int64_t h) override { layers[l].assign(x, x + t * h); }
-    void final_norm(const float *x, int64_t t, int64_t h) override { normed.assign(x, x + t * h); }
+    // Long prompts arrive in prefill chunks: every callback appends.
+    void embedding(const float *x, int64_t t, int64_t h) override { embed.insert(embed.end(), x, x + t * h); }
+    void layer_output(int64_t l, const float *x, int64_t t, int64_t h) override {
+        layers[l].insert(layers[l].end(), x, x + t * h);
+    }
+    void final_norm(const float *x, int64_t t, int64_t h) override { normed.insert(normed.end(), x, x + t * h); }
     void indexer_selection(int64_t l, const int32_t *sel, const int32_t *count, int64_t tokens,
                            int64_t stride) override {
         auto &rows = selections[l];
