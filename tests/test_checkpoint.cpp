@@ -4,6 +4,8 @@
 // names the file and the tensor.
 #include <doctest/doctest.h>
 
+#include "expect_error.h"
+
 #include "checkpoint/safetensors.h"
 #include "common/error.h"
 
@@ -67,23 +69,6 @@ std::string copy_golden(const TempDir &tmp, const std::string &golden) {
     const std::string dst = tmp / "ckpt";
     fs::copy(golden, dst, fs::copy_options::recursive);
     return dst;
-}
-
-// Runs `body`, which must throw dsi::Error with `status` and a message containing
-// every one of `needles`.
-void expect_error(const std::function<void()> &body, dsi_status status,
-                  const std::vector<std::string> &needles) {
-    try {
-        body();
-    } catch (const dsi::Error &e) {
-        const std::string msg = e.what();
-        INFO("message: " << msg);
-        CHECK(e.status() == status);
-        for (const std::string &n : needles)
-            CHECK_MESSAGE(msg.find(n) != std::string::npos, "missing '" << n << "'");
-        return;
-    }
-    FAIL("no dsi::Error thrown; expected status " << status);
 }
 
 // Writes a one-file checkpoint member and expects SafetensorsFile::open to refuse it.

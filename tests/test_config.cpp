@@ -4,6 +4,8 @@
 // its status code and a message naming the key and the file.
 #include <doctest/doctest.h>
 
+#include "expect_error.h"
+
 #include "common/error.h"
 #include "model/config.h"
 
@@ -206,21 +208,6 @@ void check_same_rope(const dsi::RopeConfig &a, const dsi::RopeConfig &b) {
     CHECK(a.mscale_all_dim == b.mscale_all_dim);
     CHECK(a.attention_factor == b.attention_factor);
     CHECK(a.truncate == b.truncate);
-}
-
-void expect_error(const std::function<void()> &body, dsi_status status,
-                  const std::vector<std::string> &needles) {
-    try {
-        body();
-    } catch (const dsi::Error &e) {
-        const std::string msg = e.what();
-        INFO("message: " << msg);
-        CHECK(e.status() == status);
-        for (const std::string &n : needles)
-            CHECK_MESSAGE(msg.find(n) != std::string::npos, "missing '" << n << "'");
-        return;
-    }
-    FAIL("no dsi::Error thrown; expected status " << status);
 }
 
 // A golden config changed by `edit` must be refused with `status`, naming `needle`
