@@ -152,6 +152,11 @@ typedef struct dsi_session_params {
     dsi_log_fn      log;            /* NULL = no logging */
     void           *log_user_data;
     dsi_log_level   log_level;      /* least severe level delivered; default DSI_LOG_WARN */
+    /* -- appended in 0.2 -- */
+    size_t          cache_budget;   /* bytes for the KV + indexer cache pages of all this
+                                       session's contexts; 0 (default) = a quarter of the
+                                       available memory on CPU. Contexts take 64-token pages
+                                       from it as they grow: see "Serving". */
 } dsi_session_params;
 
 /* Defaults for dsi_session_open(). Thread-safe. */
@@ -204,8 +209,9 @@ typedef int (*dsi_abort_fn)(void *user_data);
 typedef struct dsi_context_params {
     size_t       struct_size;     /* sizeof(dsi_context_params); set by the default */
     int32_t      n_ctx;           /* max tokens (prompt + generated), at most the model's
-                                     max_position_embeddings; 0 (default) = that maximum
-                                     capped at 4096. Caches are allocated for n_ctx. */
+                                     max_position_embeddings; 0 (default) = that maximum.
+                                     A limit only: cache pages come from the session's
+                                     pool as the context grows. */
     int32_t      n_threads;       /* 0 = the session's n_threads */
     dsi_abort_fn abort_callback;  /* NULL = never abort */
     void        *abort_user_data;
@@ -238,7 +244,9 @@ DSI_API void dsi_context_free(dsi_context *ctx);
 ** DSI_EVAL_LOGITS_ALL).
 ** Errors leave the context unchanged: DSI_ERR_INVALID_TOKEN (an id out of range;
 ** the message names its position), DSI_ERR_CONTEXT_FULL (length + n_tokens > n_ctx),
-** DSI_ERR_CANCELLED (abort callback), DSI_ERR_BUSY (another thread is using ctx).
+** DSI_ERR_NO_MEMORY (the session's cache pool has no free page left; the message
+** names the budget and its users), DSI_ERR_CANCELLED (abort callback),
+** DSI_ERR_BUSY (another thread is using ctx).
 ** n_tokens == 0 is DSI_ERR_INVALID_ARGUMENT.
 ** Threading: one thread at a time per context; a concurrent call returns DSI_ERR_BUSY.
 */
@@ -265,7 +273,7 @@ DSI_API int32_t dsi_context_n_ctx(const dsi_context *ctx);
 */
 DSI_API int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap);
 
-/* Forgets every token (keeps the allocated caches). */
+/* Forgets every token and gives its cache pages back to the session's pool. */
 DSI_API dsi_status dsi_context_clear(dsi_context *ctx);
 
 /*
