@@ -39,6 +39,24 @@ std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_contex
     return ctx;
 }
 
+std::unique_ptr<dsi_context> fork_context(dsi_context *ctx) {
+    auto copy = std::make_unique<dsi_context>();
+    copy->n_ctx = ctx->n_ctx;
+    copy->tokens = ctx->tokens;
+    copy->pages = ctx->pages;
+    copy->page_hashes = ctx->page_hashes;
+    copy->reused_tokens = ctx->reused_tokens;
+    copy->logits = ctx->logits;
+    copy->logits_rows = ctx->logits_rows;
+    copy->n_threads = ctx->n_threads;
+    copy->abort_callback = ctx->abort_callback;
+    copy->abort_user_data = ctx->abort_user_data;
+    ctx->session->pages->retain(copy->pages);
+    copy->session = ctx->session;
+    ctx->session->n_contexts.fetch_add(1);
+    return copy;
+}
+
 void truncate_context(dsi_context *ctx, int64_t length) {
     ctx->tokens.resize(static_cast<size_t>(length));
     const size_t keep = static_cast<size_t>((length + kPageTokens - 1) / kPageTokens);

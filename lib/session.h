@@ -74,6 +74,9 @@ void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsi
 // A new empty context on `session` (the body of dsi_context_create).
 std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_context_params &p);
 
+// A context sharing every page of ctx (which the caller has locked).
+std::unique_ptr<dsi_context> fork_context(dsi_context *ctx);
+
 // Drops tokens [length, end) of ctx and the pages that held only them.
 void truncate_context(dsi_context *ctx, int64_t length);
 
