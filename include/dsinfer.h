@@ -408,6 +408,40 @@ DSI_API dsi_status dsi_sampler_sample_logits(dsi_sampler *sampler, const float *
                                              size_t n_history, int32_t *token_out);
 
 /* ==================================================================================
+** Saved state (see "Serving")
+** ================================================================================*/
+
+/*
+** Saved state: a context's tokens, caches and last logits, and optionally a sampler's
+** parameters and random state, as a Flatbuffers buffer (schema lib/state/state.fbs)
+** tagged with the model's identity (a hash of config.json and every tensor's name,
+** dtype and shape). Loading it into a context of any session of the same model, in
+** any process, continues exactly where the saved one stopped.
+**
+** dsi_context_save_state: *data (free with dsi_free()) and *size receive the buffer.
+** `sampler` may be NULL. A state above 2 GiB (Flatbuffers' limit; about 12K tokens of
+** the released model in float32) is DSI_ERR_UNSUPPORTED.
+** dsi_context_load_state: replaces ctx's tokens, caches and logits. Everything is
+** checked before anything changes: not a state, truncated or corrupted (the
+** Flatbuffers verifier, then every size and value) or from a newer dsinfer is
+** DSI_ERR_FORMAT; another model is DSI_ERR_CONFIG; more tokens than ctx's n_ctx is
+** DSI_ERR_CONTEXT_FULL; no free pages is DSI_ERR_NO_MEMORY. With a non-NULL `sampler`
+** its parameters and random state are restored too (DSI_ERR_INVALID_ARGUMENT if the
+** state was saved without one).
+** The _file variants write / read the same bytes to / from `path` (DSI_ERR_IO).
+** Threading: ctx (and sampler) must not be used by another thread meanwhile
+** (DSI_ERR_BUSY for ctx).
+*/
+DSI_API dsi_status dsi_context_save_state(dsi_context *ctx, const dsi_sampler *sampler,
+                                          void **data, size_t *size);
+DSI_API dsi_status dsi_context_load_state(dsi_context *ctx, const void *data, size_t size,
+                                          dsi_sampler *sampler);
+DSI_API dsi_status dsi_context_save_state_file(dsi_context *ctx, const dsi_sampler *sampler,
+                                               const char *path);
+DSI_API dsi_status dsi_context_load_state_file(dsi_context *ctx, const char *path,
+                                               dsi_sampler *sampler);
+
+/* ==================================================================================
 ** Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
 ** ================================================================================*/
 

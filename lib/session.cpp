@@ -82,6 +82,7 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
     std::unique_ptr<Backend> backend = make_backend(params.backend, params.n_threads, s->backend);
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
+    s->identity = model_identity(read_text_file(std::string(model_dir) + "/config.json", "config"), *s->model->checkpoint);
     s->logf(DSI_LOG_INFO, "loaded %s: %s", model_dir, s->description.c_str());
     create_cache_pool(*s, params.cache_budget);
 

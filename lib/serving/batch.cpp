@@ -234,17 +234,8 @@ private:
             ctx->reused_tokens += p.reused;
             if (p.replaced >= 0) pa.release(p.replaced);
             p.taken.clear();
-            // Publish the pages that became full.
             ctx->page_hashes = std::move(p.hashes);
-            const size_t full = ctx->tokens.size() / static_cast<size_t>(kPageTokens);
-            while (ctx->page_hashes.size() < full) {
-                const size_t k = ctx->page_hashes.size();
-                const uint64_t parent = k == 0 ? 0 : ctx->page_hashes.back();
-                const int32_t *page_tokens = ctx->tokens.data() + k * static_cast<size_t>(kPageTokens);
-                const uint64_t h = PageAllocator::chain_hash(parent, page_tokens);
-                pa.publish(ctx->pages[k], h, parent, page_tokens);
-                ctx->page_hashes.push_back(h);
-            }
+            publish_full_pages(ctx);
         }
     }
 
