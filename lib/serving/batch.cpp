@@ -152,8 +152,7 @@ private:
         // The partly filled last page is written in place only if this context alone
         // holds it and nobody can find it in the prefix cache.
         const int64_t partial = p.first / kPageTokens;
-        const bool cow = p.first % kPageTokens != 0 && pa.refcount(p.pages[static_cast<size_t>(partial)]) > 1;
-        if (p.first % kPageTokens != 0 && !cow) pa.unpublish(p.pages[static_cast<size_t>(partial)]);
+        const bool cow = p.first % kPageTokens != 0 && !pa.claim_for_write(p.pages[static_cast<size_t>(partial)]);
         const int64_t need = (p.first + p.n + kPageTokens - 1) / kPageTokens - static_cast<int64_t>(p.pages.size());
         if (!pa.allocate(need + (cow ? 1 : 0), fresh)) no_memory(i, need + (cow ? 1 : 0));
         p.taken.insert(p.taken.end(), fresh.begin(), fresh.end());

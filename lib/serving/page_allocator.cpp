@@ -51,11 +51,6 @@ void PageAllocator::release(int32_t page) {
     release_locked(page);
 }
 
-int32_t PageAllocator::refcount(int32_t page) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return refs_[page];
-}
-
 uint64_t PageAllocator::chain_hash(uint64_t parent, const int32_t *tokens) {
     // FNV-1a over the parent hash and the token bytes, then a 64-bit finaliser
     // (splitmix64) so that nearby prefixes spread over the table.
@@ -115,14 +110,11 @@ void PageAllocator::publish(int32_t page, uint64_t hash, uint64_t parent, const 
     by_parent_.emplace(parent, page);
 }
 
-bool PageAllocator::published(int32_t page) const {
+bool PageAllocator::claim_for_write(int32_t page) {
     std::lock_guard<std::mutex> lock(mu_);
-    return entries_[page].published;
-}
-
-void PageAllocator::unpublish(int32_t page) {
-    std::lock_guard<std::mutex> lock(mu_);
+    if (refs_[page] > 1) return false;
     unpublish_locked(page);
+    return true;
 }
 
 void PageAllocator::unpublish_locked(int32_t p) {

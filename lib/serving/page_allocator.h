@@ -34,7 +34,6 @@ public:
     void retain(const std::vector<int32_t> &pages);
     void release(const std::vector<int32_t> &pages);
     void release(int32_t page);
-    int32_t refcount(int32_t page) const;
 
     // The hash of a full page given its parent's hash (0 for the first page).
     static uint64_t chain_hash(uint64_t parent, const int32_t *tokens);
@@ -46,10 +45,10 @@ public:
     int32_t lookup_partial(uint64_t parent, const int32_t *tokens, int64_t max_len, int64_t *matched);
     // Publishes a full page the caller holds (no-op if the hash is already published).
     void publish(int32_t page, uint64_t hash, uint64_t parent, const int32_t *tokens);
-    // Whether the page is published, and so must not be written in place.
-    bool published(int32_t page) const;
-    // Withdraws a page from the prefix cache (its holder is about to write into it).
-    void unpublish(int32_t page);
+    // Whether the caller, holding `page`, may write into it in place: true when it is the
+    // only holder, and then the page is withdrawn from the prefix cache in the same step
+    // (so no lookup can share it meanwhile); false when it must copy the page first.
+    bool claim_for_write(int32_t page);
 
     PageAllocatorStats stats() const;
 
