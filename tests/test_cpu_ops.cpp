@@ -667,6 +667,22 @@ TEST_CASE("rope_frequencies: default rope, YaRN (golden and DeepSeek-V3 configs)
         dsi::rope_tables(f, 3, cs, sn);
         CHECK(double(cs[0]) == doctest::Approx(0.1 * std::log(4.0) + 1.0).epsilon(1e-7));  // cos 0 * factor
     }
+    SUBCASE("YaRN, factor other than max/original (issue 8's V3 config): the config's factor") {
+        auto cfg = rope_config("yarn", 64, 10000.0);
+        cfg.max_position_embeddings = 512;
+        cfg.rope.factor = 2.0;  // max/original would be 8
+        cfg.rope.original_max_position_embeddings = 64;
+        cfg.rope.mscale = 1.0;
+        cfg.rope.mscale_all_dim = 1.0;
+        const auto f = dsi::rope_frequencies(cfg);
+        int64_t low = -1, high = -1;
+        const auto ref = yarn_inv_freq_ref(cfg, &low, &high);
+        CHECK(max_rel(f.inv_freq, ref) <= tol);
+        // the slowest dim is fully interpolated: divided by 2, not by 8
+        CHECK(double(f.inv_freq[31]) == doctest::Approx(std::pow(1e4, -62.0 / 64) / 2).epsilon(tol));
+        const double m = 0.1 * std::log(2.0) + 1.0;
+        CHECK(double(dsi::mla_softmax_scale(cfg)) == doctest::Approx(m * m / std::sqrt(192.0)).epsilon(1e-7));
+    }
     SUBCASE("YaRN, DeepSeek-V3 config (factor 40, original 4096, rope dim 64)") {
         auto cfg = rope_config("yarn", 64, 10000.0);
         cfg.qk_nope_head_dim = 128;
