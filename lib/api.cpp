@@ -118,7 +118,7 @@ dsi_status dsi_context_create(dsi_session *session, const dsi_context_params *pa
         if (p.n_ctx < 0 || p.n_ctx > n_train)
             fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)",
                  p.n_ctx, (long long)n_train);
-        if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
+        dsi::check_n_threads(p.n_threads, "dsi_context_params");
         auto ctx = std::make_unique<dsi_context>();
         ctx->session = session;
         ctx->cache = dsi::make_cache(*session->model, p.n_ctx == 0 ? std::min<int64_t>(n_train, kDefaultNCtx) : p.n_ctx);

@@ -3,6 +3,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace dsi {
 
@@ -16,6 +17,40 @@ ContextLock::ContextLock(dsi_context *ctx) : ctx_(ctx) {
 }
 
 ContextLock::~ContextLock() { ctx_->in_use.clear(std::memory_order_release); }
+
+namespace {
+
+// Finds where a forward pass first produced a non-finite value (used only after the
+// logits came out non-finite, so normal evals pay nothing for it).
+class NonFiniteFinder : public ForwardObserver {
+public:
+    std::string where;  // empty: every observed value was finite
+
+    void embedding(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the embedding"); }
+    void layer_output(int64_t layer, const float *x, int64_t tokens, int64_t hidden) override {
+        check(x, tokens * hidden, strformat("layer %lld", (long long)layer));
+    }
+    void final_norm(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the final norm"); }
+
+private:
+    void check(const float *x, int64_t n, const std::string &stage) {
+        if (!where.empty()) return;
+        for (int64_t i = 0; i < n; ++i)
+            if (!std::isfinite(x[i])) {
+                where = stage;
+                return;
+            }
+    }
+};
+
+// The first non-finite value in `n` floats, or -1.
+int64_t first_non_finite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(x[i])) return i;
+    return -1;
+}
+
+}  // namespace
 
 int32_t context_n_vocab(const dsi_context *ctx) {
     return static_cast<int32_t>(ctx->session->model->cfg.vocab_size);
@@ -55,6 +90,23 @@ void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsi
         // Without DSI_EVAL_LOGITS_ALL only the last chunk's last row is needed.
         r.logits = all ? logits.data() + done * vocab : logits.data();
         forward(m, ctx->cache, r);
+        // NaN or inf logits come from the weights (or activations overflowing): an error
+        // naming the layer where they first appeared, never DSI_OK with garbage.
+        const int64_t rows = all ? chunk : (done + chunk == n ? 1 : 0);
+        if (const int64_t bad = first_non_finite(r.logits, rows * vocab); bad >= 0) {
+            NonFiniteFinder finder;
+            ForwardRequest again = r;
+            again.observer = &finder;
+            again.should_abort = nullptr;
+            std::vector<float> scratch(static_cast<size_t>((all ? chunk : 1) * vocab));
+            again.logits = scratch.data();
+            forward(m, ctx->cache, again);
+            fail(DSI_ERR_CHECKPOINT,
+                 "the logit of token id %lld for input position %lld is %g: non-finite values first appear in the "
+                 "output of %s (NaN or inf in the weights, or activations overflowing float32)",
+                 (long long)(bad % vocab), (long long)(first + done + (all ? bad / vocab : chunk - 1)),
+                 static_cast<double>(r.logits[bad]), finder.where.empty() ? "the lm_head" : finder.where.c_str());
+        }
         done += chunk;
     }
     // Commit only after every chunk succeeded: a failed call leaves the context as it was.

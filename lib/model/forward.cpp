@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -74,7 +75,8 @@ struct Scratch {
     Buffer iq, ik, iw, select, select_count;
     Buffer expert_ids, expert_weights, mlp_out, shared_out;
 
-    Scratch(const ModelConfig &c, Backend &be, int64_t T) {
+    // `topk`: the indexer's selections per query, index_topk capped at the cache length.
+    Scratch(const ModelConfig &c, Backend &be, int64_t T, int64_t topk) {
         const size_t f = sizeof(float);
         const int64_t heads = c.num_attention_heads;
         x = be.alloc(T * c.hidden_size * f);
@@ -91,7 +93,7 @@ struct Scratch {
             iq = be.alloc(T * c.index_n_heads * c.index_head_dim * f);
             ik = be.alloc(T * c.index_head_dim * f);
             iw = be.alloc(T * c.index_n_heads * f);
-            select = be.alloc(T * c.index_topk * sizeof(int32_t));
+            select = be.alloc(T * topk * sizeof(int32_t));
             select_count = be.alloc(T * sizeof(int32_t));
         }
         if (c.n_routed_experts > 0) {
@@ -113,7 +115,14 @@ std::vector<T> download(Backend &be, const void *src, size_t count) {
 class LayerRunner {
 public:
     LayerRunner(const Model &m, KvCache &cache, Scratch &s, const ForwardRequest &r)
-        : m_(m), c_(m.cfg), be_(*m.backend), cache_(cache), s_(s), r_(r), T_(r.tokens), pos_(r.first_pos) {}
+        : m_(m), c_(m.cfg), be_(*m.backend), cache_(cache), s_(s), r_(r), T_(r.tokens), pos_(r.first_pos),
+          topk_(selection_size(m.cfg, cache)) {}
+
+    // A query sees at most n_ctx tokens, so a larger index_topk selects them all: capping
+    // it keeps the selection buffers proportional to the context, whatever the config says.
+    static int64_t selection_size(const ModelConfig &c, const KvCache &cache) {
+        return std::min(c.index_topk, cache.n_ctx);
+    }
 
     void run(int64_t l) {
         const LayerWeights &w = m_.weights.layers[static_cast<size_t>(l)];
@@ -171,7 +180,7 @@ private:
         p.k_rope = lc.k_rope.f32();
         p.select = sparse ? s_.select.i32() : nullptr;
         p.select_count = sparse ? s_.select_count.i32() : nullptr;
-        p.select_stride = c_.index_topk;
+        p.select_stride = topk_;
         p.tokens = T_;
         p.first_pos = pos_;
         p.heads = heads;
@@ -205,7 +214,7 @@ private:
         p.first_pos = pos_;
         p.heads = ih;
         p.dim = id;
-        p.topk = c_.index_topk;
+        p.topk = topk_;
         p.scale = m_.index_scale;
         p.select = s_.select.i32();
         p.select_count = s_.select_count.i32();
@@ -250,7 +259,7 @@ private:
     KvCache &cache_;
     Scratch &s_;
     const ForwardRequest &r_;
-    const int64_t T_, pos_;
+    const int64_t T_, pos_, topk_;
 };
 
 }  // namespace
@@ -259,7 +268,7 @@ void forward(const Model &m, KvCache &cache, const ForwardRequest &r) {
     const ModelConfig &c = m.cfg;
     Backend &be = *m.backend;
     const int64_t T = r.tokens, H = c.hidden_size;
-    Scratch s(c, be, T);
+    Scratch s(c, be, T, LayerRunner::selection_size(c, cache));
     auto observe = [&](auto &&fn) {
         if (!r.observer) return;
         auto host = download<float>(be, s.x.f32(), static_cast<size_t>(T * H));
