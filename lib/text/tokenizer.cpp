@@ -116,8 +116,12 @@ const ByteAlphabet &byte_alphabet() {
 // Per-call matching state: PCRE2 match data must not be shared between threads.
 class MatchScratch {
 public:
-    MatchScratch() : data_(pcre2_match_data_create(1, nullptr)) {
-        if (!data_) throw std::bad_alloc();
+    MatchScratch() : data_(pcre2_match_data_create(1, nullptr)), context_(pcre2_match_context_create(nullptr)) {
+        if (!data_ || !context_) {
+            pcre2_match_data_free(data_);
+            pcre2_match_context_free(context_);
+            throw std::bad_alloc();
+        }
     }
     ~MatchScratch() {
         pcre2_match_context_free(context_);
@@ -128,22 +132,32 @@ public:
     MatchScratch &operator=(const MatchScratch &) = delete;
 
     pcre2_match_data *data() { return data_; }
-    pcre2_match_context *context() { return context_; }
+
+    // PCRE2's default match limit (10 million steps) is a fixed number, so a valid text
+    // such as 10 MB of spaces exceeded it. The pre-tokenizer patterns of real tokenizers
+    // take a few steps per byte; the limit is set per subject to kMatchStepsPerByte steps
+    // a byte, which keeps matching linear and still stops a catastrophically
+    // backtracking pattern from a tokenizer.json.
+    static constexpr uint32_t kMatchStepsPerByte = 64;
+    pcre2_match_context *context(size_t subject_bytes) {
+        const uint64_t steps = std::max<uint64_t>(10000000, uint64_t(kMatchStepsPerByte) * subject_bytes);
+        pcre2_set_match_limit(context_, static_cast<uint32_t>(std::min<uint64_t>(steps, UINT32_MAX)));
+        return context_;
+    }
 
     // JIT code starts on a 32 KiB machine-stack area; a pattern that backtracks over a long
     // run (e.g. `\s+(?!\S)` on megabytes of spaces) needs more. Returns false when already big.
     bool grow_jit_stack() {
         if (stack_) return false;
-        context_ = pcre2_match_context_create(nullptr);
         stack_ = pcre2_jit_stack_create(64 * 1024, 256 * 1024 * 1024, nullptr);
-        if (!context_ || !stack_) throw std::bad_alloc();
+        if (!stack_) throw std::bad_alloc();
         pcre2_jit_stack_assign(context_, nullptr, stack_);
         return true;
     }
 
 private:
     pcre2_match_data *data_;
-    pcre2_match_context *context_ = nullptr;
+    pcre2_match_context *context_;
     pcre2_jit_stack *stack_ = nullptr;
 };
 
@@ -203,7 +217,7 @@ public:
     bool find(std::string_view subject, size_t from, MatchScratch &m, size_t &start, size_t &end) const {
         for (;;) {
             int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), from,
-                                 PCRE2_NO_UTF_CHECK, m.data(), m.context());
+                                 PCRE2_NO_UTF_CHECK, m.data(), m.context(subject.size() - from));
             if (rc == PCRE2_ERROR_NOMATCH) return false;
             if (rc >= 0) {
                 const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m.data());
@@ -214,8 +228,11 @@ public:
             if (rc == PCRE2_ERROR_JIT_STACKLIMIT && m.grow_jit_stack()) continue;
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            fail(DSI_ERR_INTERNAL, "regex \"%s\" failed on a %zu-byte piece of text: %s", pattern_.c_str(),
-                 subject.size(), reinterpret_cast<const char *>(msg));
+            // The pattern is the tokenizer file's: one that backtracks without bound
+            // (or a resource PCRE2 ran out of) is that file's problem, not a bug here.
+            fail(rc == PCRE2_ERROR_NOMEMORY ? DSI_ERR_NO_MEMORY : DSI_ERR_UNSUPPORTED,
+                 "the tokenizer's regex \"%s\" cannot match a %zu-byte piece of text within its limits: %s",
+                 pattern_.c_str(), subject.size(), reinterpret_cast<const char *>(msg));
         }
     }
 
