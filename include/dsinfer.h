@@ -170,6 +170,10 @@ DSI_API dsi_session_params dsi_session_default_params(void);
 ** `params` may be NULL for the defaults. On success *out owns the session, which must
 ** be freed with dsi_session_free() after every context created from it.
 ** On failure *out is set to NULL.
+** Memory mapping: like SQLite's mmap mode, the shards must not change while the session
+** lives. A shard truncated or rewritten on disk after opening makes the next evaluation
+** that reads the lost pages fault with SIGBUS, which no status can report: replace model
+** files by writing new ones and renaming them into place.
 ** Thread-safe: sessions may be opened concurrently from several threads.
 */
 DSI_API dsi_status dsi_session_open(const char *model_dir, const dsi_session_params *params,

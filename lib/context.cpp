@@ -28,7 +28,7 @@ std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_contex
     if (p.n_ctx < 0 || p.n_ctx > n_train)
         fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)", p.n_ctx,
              (long long)n_train);
-    if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
+    check_n_threads(p.n_threads, "dsi_context_params");
     auto ctx = std::make_unique<dsi_context>();
     ctx->n_ctx = p.n_ctx == 0 ? n_train : p.n_ctx;
     ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;

@@ -53,6 +53,13 @@ struct dsi_context {
 
 namespace dsi {
 
+// More threads than this is a mistake, not a machine: libgomp aborts the process when it
+// cannot create a team of 16384.
+constexpr int32_t kMaxThreads = 1024;
+
+// Checks a session or context n_threads: 0 (the default) or in [1, kMaxThreads].
+void check_n_threads(int32_t n_threads, const char *which);
+
 // Opens a session (the body of dsi_session_open). Throws dsi::Error.
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params);
 

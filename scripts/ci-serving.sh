@@ -11,9 +11,8 @@ jobs=$(nproc)
 # The API tests (test_serving, test_state) are single-threaded: .ci/run's ASan build runs
 # them (label cpu). The threads meet in test_serving_stress, run here under both.
 echo "== ThreadSanitizer: test_serving_stress"
-cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_BUILD_SAMPLES=OFF \
-  -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" -DCMAKE_C_FLAGS="-fsanitize=thread" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+# The same build directory and options as scripts/ci-tsan.sh, so the library is built once.
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_TSAN=ON -DDSINFER_BUILD_SAMPLES=OFF >/dev/null
 cmake --build build-tsan -j "$jobs" --target test_serving_stress
 OMP_THREAD_LIMIT=1 TSAN_OPTIONS="halt_on_error=1 abort_on_error=1" DSI_STRESS_JOBS=${DSI_STRESS_JOBS:-25} \
   ctest --test-dir build-tsan -R test_serving_stress --output-on-failure

@@ -13,6 +13,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 namespace dsi {
@@ -35,6 +36,29 @@ struct Plan {
     int32_t replaced = -1;             // shared page swapped for its copy, released on commit
     int64_t reused = 0;                // tokens covered by adopted pages
     std::vector<float> logits;
+};
+
+// Finds where a forward pass first produced a non-finite value. Used only after the
+// logits came out non-finite, so normal evaluation pays nothing for it.
+class NonFiniteFinder : public ForwardObserver {
+public:
+    std::string where;  // empty: every observed value was finite
+
+    void embedding(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the embedding"); }
+    void layer_output(int64_t layer, const float *x, int64_t tokens, int64_t hidden) override {
+        check(x, tokens * hidden, strformat("layer %lld", (long long)layer));
+    }
+    void final_norm(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the final norm"); }
+
+private:
+    void check(const float *x, int64_t n, const std::string &stage) {
+        if (!where.empty()) return;
+        for (int64_t i = 0; i < n; ++i)
+            if (!std::isfinite(x[i])) {
+                where = stage;
+                return;
+            }
+    }
 };
 
 std::string who(size_t i, size_t n_items) { return n_items > 1 ? strformat("item %zu: ", i) : std::string(); }
@@ -237,10 +261,34 @@ private:
             b.n_logits = static_cast<int64_t>(logit_rows.size());
             b.logits = logits.data();
             forward(m, *s_->cache_pool, b);
+            check_finite(m, b, logits);
             for (size_t r = 0; r < logit_dst.size(); ++r)
                 std::copy(logits.begin() + static_cast<int64_t>(r) * vocab, logits.begin() + static_cast<int64_t>(r + 1) * vocab,
                           logit_dst[r]);
         }
+    }
+
+    // NaN or inf logits come from the weights (or activations overflowing float32): an
+    // error naming the first layer whose output holds them, never DSI_OK with garbage.
+    // The pass is repeated with an observer to find that layer; it rewrites the same
+    // cache entries with the same values.
+    void check_finite(const Model &m, const ForwardBatch &b, const std::vector<float> &logits) {
+        const auto bad = std::find_if(logits.begin(), logits.end(), [](float v) { return !std::isfinite(v); });
+        if (bad == logits.end()) return;
+        const int64_t vocab = m.cfg.vocab_size, at = bad - logits.begin();
+        const int32_t row = b.logit_rows[at / vocab];
+        NonFiniteFinder finder;
+        ForwardBatch again = b;
+        again.observer = &finder;
+        again.should_abort = nullptr;
+        std::vector<float> scratch(logits.size());
+        again.logits = scratch.data();
+        forward(m, *s_->cache_pool, again);
+        fail(DSI_ERR_CHECKPOINT,
+             "%sthe logit of token id %lld at position %d is %g: non-finite values first appear in the output of %s "
+             "(NaN or inf in the weights, or activations overflowing float32)",
+             who(static_cast<size_t>(b.row_seq[row]), n_items_).c_str(), (long long)(at % vocab), b.row_pos[row],
+             static_cast<double>(*bad), finder.where.empty() ? "the lm_head" : finder.where.c_str());
     }
 
     void commit() {
