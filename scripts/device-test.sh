@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds and runs everything GPU-side on a machine with an NVIDIA GPU (Hopper: sm_90a):
+# the op harness (test_cuda_ops), the golden / refdims / sweep references through the
+# CUDA backend in both precisions, compute-sanitizer memcheck + racecheck, benchmarks.
+#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs sanitize bench (default: all)
+# Environment: BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
+# device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
+# when they are not installed system-wide), JOBS.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build-cuda}
+LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/logs}}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$LOG_DIR"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs sanitize bench)
+status=0
+run() {  # run NAME CMD...: logs to $LOG_DIR/NAME.log, records failure, continues
+    local name=$1; shift
+    echo "== $name: $*"
+    local t0=$SECONDS
+    "$@" >"$LOG_DIR/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$LOG_DIR/$name.log"
+    echo "== $name: rc=$rc ($((SECONDS - t0)) s)"
+    [ $rc -ne 0 ] && status=1
+    return $rc
+}
+cmake_args=()
+if [ -n "${DEPS_PREFIX:-}" ]; then
+    cmake_args+=(-DCMAKE_PREFIX_PATH="$DEPS_PREFIX/usr")
+    export PKG_CONFIG_PATH="$DEPS_PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}"
+    export LD_LIBRARY_PATH="$DEPS_PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+for step in "${steps[@]}"; do
+    case $step in
+    info)
+        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+        command -v compute-sanitizer || echo "compute-sanitizer: not found"
+        ;;
+    build)
+        run configure cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON \
+            -DDSINFER_BUILD_SAMPLES=ON "${cmake_args[@]}"
+        run build cmake --build "$BUILD_DIR" -j "$JOBS" --target ${BUILD_TARGETS:-all}
+        ;;
+    ops)
+        run ops "$BUILD_DIR/test_cuda_ops"
+        ;;
+    *) echo "unknown step $step"; status=1 ;;
+    esac
+done
+exit $status
