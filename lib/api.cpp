@@ -21,10 +21,6 @@ namespace {
 constexpr size_t kSessionParamsV1 = offsetof(dsi_session_params, log_level) + sizeof(dsi_log_level);
 constexpr size_t kContextParamsV1 = offsetof(dsi_context_params, abort_user_data) + sizeof(void *);
 
-// n_ctx 0 caps at this so that a default context of a 160K-position model does not
-// reserve caches for all of them.
-constexpr int64_t kDefaultNCtx = 4096;
-
 template <class T>
 T *need(T *handle, const char *what) {
     if (!handle) fail(DSI_ERR_INVALID_ARGUMENT, "%s is NULL", what);
@@ -114,19 +110,7 @@ dsi_status dsi_context_create(dsi_session *session, const dsi_context_params *pa
         need(out, "out");
         need(session, "session");
         const dsi_context_params p = dsi::read_params(params, dsi_context_default_params(), kContextParamsV1, "dsi_context");
-        const int64_t n_train = session->model->cfg.max_position_embeddings;
-        if (p.n_ctx < 0 || p.n_ctx > n_train)
-            fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)",
-                 p.n_ctx, (long long)n_train);
-        if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
-        auto ctx = std::make_unique<dsi_context>();
-        ctx->session = session;
-        ctx->cache = dsi::make_cache(*session->model, p.n_ctx == 0 ? std::min<int64_t>(n_train, kDefaultNCtx) : p.n_ctx);
-        ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
-        ctx->abort_callback = p.abort_callback;
-        ctx->abort_user_data = p.abort_user_data;
-        ctx->tokens.reserve(static_cast<size_t>(ctx->cache.n_ctx));
-        *out = ctx.release();
+        *out = dsi::make_context(session, p).release();
     });
 }
 
@@ -151,7 +135,7 @@ const float *dsi_context_logits(dsi_context *ctx, int32_t index) {
 }
 
 int32_t dsi_context_length(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->tokens.size()) : 0; }
-int32_t dsi_context_n_ctx(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->cache.n_ctx) : 0; }
+int32_t dsi_context_n_ctx(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->n_ctx) : 0; }
 
 int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap) {
     if (!ctx) return 0;
@@ -169,10 +153,7 @@ dsi_status dsi_context_truncate(dsi_context *ctx, int32_t length) {
         if (length < 0 || static_cast<size_t>(length) > ctx->tokens.size())
             fail(DSI_ERR_INVALID_ARGUMENT, "cannot truncate to %d tokens: the context holds %zu", length,
                  ctx->tokens.size());
-        // Cache rows past `length` are simply overwritten by later evals.
-        ctx->tokens.resize(static_cast<size_t>(length));
-        ctx->logits.clear();
-        ctx->logits_rows = 0;
+        dsi::truncate_context(ctx, length);
     });
 }
 
