@@ -57,13 +57,19 @@ target_sources(dsinfer_internal PRIVATE $<TARGET_OBJECTS:dsinfer_cuda>)
 target_link_libraries(dsinfer_internal PUBLIC CUDA::cudart CUDA::cublasLt)
 target_include_directories(dsinfer_internal PUBLIC ${PROJECT_SOURCE_DIR}/kernels)
 
-# The op harness: every kernel against its CPU twin (label gpu: needs a device).
+# GPU tests (label gpu: they need a device): the op harness, and the fast precision
+# measured against the references.
 if(DSINFER_BUILD_TESTS)
   find_package(doctest REQUIRED)
-  add_executable(test_cuda_ops ${PROJECT_SOURCE_DIR}/tests/cuda/test_cuda_ops.cpp
-    $<TARGET_OBJECTS:dsinfer_doctest_main>)
-  target_link_libraries(test_cuda_ops PRIVATE dsinfer_internal doctest::doctest)
-  set_target_properties(test_cuda_ops PROPERTIES CUDA_ARCHITECTURES OFF)
-  add_test(NAME test_cuda_ops COMMAND test_cuda_ops)
-  set_tests_properties(test_cuda_ops PROPERTIES LABELS "gpu" TIMEOUT 1200)
+  file(GLOB DSI_CUDA_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/test_*.cpp)
+  foreach(src ${DSI_CUDA_TESTS})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src} $<TARGET_OBJECTS:dsinfer_doctest_main>)
+    target_link_libraries(${name} PRIVATE dsinfer_internal doctest::doctest)
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+    target_compile_definitions(${name} PRIVATE DSI_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
+    set_target_properties(${name} PROPERTIES CUDA_ARCHITECTURES OFF)
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES LABELS "gpu" TIMEOUT 1200)
+  endforeach()
 endif()

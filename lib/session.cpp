@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include "common/error.h"
+#include "backend_cuda/cuda_backend.h"
 #include "common/file.h"
 #include "text/tokenizer.h"
 
@@ -25,16 +26,26 @@ namespace dsi {
 
 namespace {
 
-std::unique_ptr<Backend> make_backend(dsi_backend kind, int n_threads, dsi_backend &chosen) {
-    switch (kind) {
+std::unique_ptr<Backend> make_backend(const dsi_session_params &p, dsi_backend &chosen) {
+    if (p.gpu_precision != DSI_GPU_PRECISION_FAST && p.gpu_precision != DSI_GPU_PRECISION_F32)
+        fail(DSI_ERR_INVALID_ARGUMENT, "unknown gpu_precision %d", static_cast<int>(p.gpu_precision));
+    const GpuPrecision precision = p.gpu_precision == DSI_GPU_PRECISION_F32 ? GpuPrecision::F32 : GpuPrecision::Fast;
+    switch (p.backend) {
     case DSI_BACKEND_AUTO:
+        if (cuda_backend_available(p.gpu_device, nullptr)) {
+            chosen = DSI_BACKEND_CUDA;
+            return make_cuda_backend(p.gpu_device, precision);
+        }
+        chosen = DSI_BACKEND_CPU;
+        return make_cpu_backend(p.n_threads);
     case DSI_BACKEND_CPU:
         chosen = DSI_BACKEND_CPU;
-        return make_cpu_backend(n_threads);
+        return make_cpu_backend(p.n_threads);
     case DSI_BACKEND_CUDA:
-        fail(DSI_ERR_UNSUPPORTED, "this build of dsinfer has no CUDA backend (use DSI_BACKEND_CPU or AUTO)");
+        chosen = DSI_BACKEND_CUDA;
+        return make_cuda_backend(p.gpu_device, precision);
     }
-    fail(DSI_ERR_INVALID_ARGUMENT, "unknown backend %d", static_cast<int>(kind));
+    fail(DSI_ERR_INVALID_ARGUMENT, "unknown backend %d", static_cast<int>(p.backend));
 }
 
 std::string describe(const ModelConfig &c, const char *backend) {
@@ -79,7 +90,7 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
 
     auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
     if (!progress(0.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
-    std::unique_ptr<Backend> backend = make_backend(params.backend, params.n_threads, s->backend);
+    std::unique_ptr<Backend> backend = make_backend(params, s->backend);
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
     s->logf(DSI_LOG_INFO, "loaded %s: %s", model_dir, s->description.c_str());

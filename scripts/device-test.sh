@@ -2,7 +2,7 @@
 # Builds and runs everything GPU-side on a machine with an NVIDIA GPU (Hopper: sm_90a):
 # the op harness (test_cuda_ops), the golden / refdims / sweep references through the
 # CUDA backend in both precisions, compute-sanitizer memcheck + racecheck, benchmarks.
-#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs sanitize bench (default: all)
+#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs fast sanitize bench (default: all)
 # Environment: BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
 # device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
 # when they are not installed system-wide), JOBS.
@@ -13,7 +13,7 @@ LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/logs}}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$LOG_DIR"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs sanitize bench)
+[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs fast sanitize bench)
 status=0
 run() {  # run NAME CMD...: logs to $LOG_DIR/NAME.log, records failure, continues
     local name=$1; shift
@@ -47,6 +47,27 @@ for step in "${steps[@]}"; do
         ;;
     ops)
         run ops "$BUILD_DIR/test_cuda_ops"
+        ;;
+    refs)
+        # The CPU engine's references through the CUDA backend's f32 precision, held to the
+        # CPU tolerances (tests/reference_check.h).
+        for t in test_golden test_refdims; do
+            DSI_TEST_BACKEND=cuda run "refs_$t" "$BUILD_DIR/tests/$t"
+        done
+        ;;
+    fast)
+        # The fast precision measured on every reference case (stated tolerance inside).
+        run fast "$BUILD_DIR/test_cuda_fast"
+        ;;
+    sanitize)
+        command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not found"; status=1; continue; }
+        cs=(compute-sanitizer --error-exitcode=1 --print-limit=20)
+        # The harness without its largest shapes (DSI_TEST_SMALL): instrumented kernels are slow.
+        DSI_TEST_SMALL=1 run memcheck_ops "${cs[@]}" --tool memcheck "$BUILD_DIR/test_cuda_ops"
+        DSI_TEST_SMALL=1 run racecheck_ops "${cs[@]}" --tool racecheck "$BUILD_DIR/test_cuda_ops" \
+            -tc='top-k*,sparse and dense MLA*,indexer scores*,moe*'
+        DSI_TEST_BACKEND=cuda run memcheck_golden "${cs[@]}" --tool memcheck "$BUILD_DIR/tests/test_golden" \
+            -tc='golden prefill*'
         ;;
     *) echo "unknown step $step"; status=1 ;;
     esac
