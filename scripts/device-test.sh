@@ -2,7 +2,7 @@
 # Builds and runs everything GPU-side on a machine with an NVIDIA GPU (Hopper: sm_90a):
 # the op harness (test_cuda_ops), the golden / refdims / sweep references through the
 # CUDA backend in both precisions, compute-sanitizer memcheck + racecheck, benchmarks.
-#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs fast sanitize bench (default: all)
+#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs cli fast sanitize bench (default: all)
 # Environment: BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
 # device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
 # when they are not installed system-wide), JOBS.
@@ -13,7 +13,7 @@ LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/logs}}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$LOG_DIR"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs fast sanitize bench)
+[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs cli fast sanitize bench)
 status=0
 run() {  # run NAME CMD...: logs to $LOG_DIR/NAME.log, records failure, continues
     local name=$1; shift
@@ -55,6 +55,27 @@ for step in "${steps[@]}"; do
             DSI_TEST_BACKEND=cuda run "refs_$t" "$BUILD_DIR/tests/$t"
         done
         ;;
+    cli)
+        # `dsinfer generate --backend cuda` reproduces the golden greedy ids (both cases, both
+        # checkpoints) in the f32 precision.
+        for model in tiny-bf16 tiny-fp8; do
+            for cs in case0 case1; do
+                read -r prompt want < <(python3 - "$cs" <<'PY'
+import sys
+from safetensors.numpy import load_file
+t = load_file("tests/data/golden/tiny-golden.safetensors")
+c = sys.argv[1]
+print(",".join(map(str, t[c + ".input_ids"].tolist())), " ".join(map(str, t[c + ".greedy_ids"].tolist())))
+PY
+)
+                n=$(wc -w <<<"$want")
+                got=$("$BUILD_DIR/samples/dsinfer" generate --model "tests/data/golden/$model" --backend cuda \
+                      --gpu-precision f32 --greedy --ids "$prompt" --max-tokens "$n" 2>"$LOG_DIR/cli_${model}_${cs}.err" | tr ',' ' ' | xargs)
+                if [ "$got" = "$(xargs <<<"$want")" ]; then echo "cli $model $cs: greedy ids match ($n)"
+                else echo "cli $model $cs: MISMATCH got [$got] want [$want]"; status=1; fi
+            done
+        done
+        ;;
     fast)
         # The fast precision measured on every reference case (stated tolerance inside).
         run fast "$BUILD_DIR/test_cuda_fast"
@@ -68,6 +89,20 @@ for step in "${steps[@]}"; do
             -tc='top-k*,sparse and dense MLA*,indexer scores*,moe*'
         DSI_TEST_BACKEND=cuda run memcheck_golden "${cs[@]}" --tool memcheck "$BUILD_DIR/tests/test_golden" \
             -tc='golden prefill*'
+        ;;
+    bench)
+        run ceilings python3 scripts/bench_ceilings.py
+        # The demo model (512 positions at most): CPU on all cores vs CUDA, both precisions.
+        for b in "$(nproc) 448 64 cpu" "1 448 64 cuda f32" "1 448 64 cuda fast"; do
+            run "bench_demo_${b// /_}" "$BUILD_DIR/samples/bench_engine" models/demo $b
+        done
+        # 1 dense + 1 MoE layer at the released dims, random FP8 weights: prefill 4096
+        # tokens, then 16 decode steps at 4K context.
+        BENCH_CKPT=${BENCH_CKPT:-/tmp/dsinfer-bench-2layer}
+        [ -f "$BENCH_CKPT/model.safetensors" ] || run make_bench_ckpt python3 scripts/make_bench_checkpoint.py "$BENCH_CKPT"
+        for p in fast f32; do
+            run "bench_layers_$p" "$BUILD_DIR/samples/bench_engine" "$BENCH_CKPT" 1 4096 16 cuda $p
+        done
         ;;
     *) echo "unknown step $step"; status=1 ;;
     esac

@@ -30,6 +30,11 @@ __global__ void quantize_fp8_kernel(const float *x, int64_t rows, int64_t K, int
     if (lane == 0) scale[b * rows + r] = s;
 }
 
+__global__ void widen_bf16_kernel(const __nv_bfloat16 *x, int64_t n, float *y) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __bfloat162float(x[i]);
+}
+
 }  // namespace
 
 cudaError_t launch_quantize_fp8(const float *x, int64_t rows, int64_t K, int64_t ldx, uint8_t *q,
@@ -70,25 +75,36 @@ Fp8Gemm::Plan &Fp8Gemm::plan(int64_t out, int64_t K, int64_t tokens) {
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode));
+    // The heuristic wants the scale pointers set (NVIDIA's sample sets them first); the
+    // real ones replace these placeholders at each run.
+    const void *placeholder = workspace_;
+    cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &placeholder, sizeof(placeholder));
+    cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &placeholder, sizeof(placeholder));
     // Weights as A: column-major [K, out] = row-major [out, K]; activations as B:
     // column-major [K, tokens]; D column-major [out, tokens] = row-major [tokens, out].
     if (cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, K, out, K) != CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, K, tokens, K) != CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32F, out, tokens, out) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, K, tokens, K) != CUBLAS_STATUS_SUCCESS)
         return p;
     cublasLtMatmulPreference_t pref = nullptr;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return p;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
                                          sizeof(workspace_bytes_));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
-        p.algo = result.algo;
-        p.ok = true;
+    for (const cudaDataType_t out_type : {CUDA_R_32F, CUDA_R_16BF}) {
+        if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+        p.d = nullptr;
+        if (cublasLtMatrixLayoutCreate(&p.d, out_type, out, tokens, out) != CUBLAS_STATUS_SUCCESS) break;
+        cublasLtMatmulHeuristicResult_t result{};
+        int found = 0;
+        const cublasStatus_t st =
+            cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+        if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+            p.algo = result.algo;
+            p.ok = true;
+            p.bf16_out = out_type == CUDA_R_16BF;
+            break;
+        }
     }
+    cublasLtMatmulPreferenceDestroy(pref);
     return p;
 }
 
@@ -101,8 +117,23 @@ cublasStatus_t Fp8Gemm::run(const uint8_t *w, const float *w_scale, int64_t out,
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale));
     const float alpha = 1.0f, beta = 0.0f;
-    return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_,
-                          workspace_bytes_, stream);
+    if (!p.bf16_out)
+        return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_,
+                              workspace_bytes_, stream);
+    const int64_t n = out * tokens;
+    void *tmp = nullptr;
+    if (cudaMallocAsync(&tmp, n * sizeof(__nv_bfloat16), stream) != cudaSuccess) {
+        cudaGetLastError();
+        return CUBLAS_STATUS_ALLOC_FAILED;
+    }
+    cublasStatus_t st = cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, tmp, p.d, tmp, p.d, &p.algo,
+                                       workspace_, workspace_bytes_, stream);
+    if (st == CUBLAS_STATUS_SUCCESS) {
+        widen_bf16_kernel<<<ceil_div(n, 256), 256, 0, stream>>>(static_cast<const __nv_bfloat16 *>(tmp), n, y);
+        if (cudaGetLastError() != cudaSuccess) st = CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+    cudaFreeAsync(tmp, stream);
+    return st;
 }
 
 }  // namespace dsi::cuda

@@ -4,9 +4,11 @@
 //   weights:     e4m3 as stored, 128x128 block scales (BLK128x128_32F), stored
 //                [ceil(out/128)][roundup4(ceil(K/128))] (K-major, column stride a
 //                multiple of 4, the layout measured correct on Hopper, FACTS.md);
-//   output:      float32 [tokens, out].
+//   output:      float32 [tokens, out]: cuBLASLt's own float32 output where it offers an
+//                algorithm for it, else its bf16 output (the layout NVIDIA's sample and
+//                our H100 measurement use) widened to float32 by a small kernel.
 // cuBLASLt takes this only with TN layout and 16-byte aligned dims (K % 16 == 0,
-// out % 4 == 0); `supports` says when, and callers fall back to launch_gemm.
+// out % 8 == 0); `shape_ok` says when, and callers fall back to launch_gemm.
 #pragma once
 
 #include <cublasLt.h>
@@ -36,11 +38,14 @@ public:
 
     // Creates the handle and workspace; false (with the status) if cuBLASLt fails.
     cublasStatus_t init(void *workspace, size_t workspace_bytes);
-    static bool shape_ok(int64_t out, int64_t K) { return K % 16 == 0 && out % 4 == 0 && K >= 128; }
+    static bool shape_ok(int64_t out, int64_t K) { return K % 16 == 0 && out % 8 == 0 && K >= 128; }
     // y[tokens, out] = dequant(xq) . dequant(w)^T. CUBLAS_STATUS_NOT_SUPPORTED when no
     // algorithm takes the shape.
     cublasStatus_t run(const uint8_t *w, const float *w_scale, int64_t out, int64_t K, const uint8_t *xq,
                        const float *x_scale, int64_t tokens, float *y, cudaStream_t stream);
+
+    // Whether cuBLASLt gives this shape float32 output (false: bf16, widened).
+    bool float_output(int64_t out, int64_t K, int64_t tokens) { return !plan(out, K, tokens).bf16_out; }
 
 private:
     struct Plan {
@@ -48,6 +53,7 @@ private:
         cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
         cublasLtMatmulAlgo_t algo{};
         bool ok = false;
+        bool bf16_out = false;  // D in bf16, widened after the matmul
     };
     Plan &plan(int64_t out, int64_t K, int64_t tokens);
 

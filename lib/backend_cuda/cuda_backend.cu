@@ -443,8 +443,7 @@ private:
     }
 
     bool fp8_ok(const Matrix &w, int64_t rows) const {
-        return wref(w).type == WeightType::FP8 && cuda::Fp8Gemm::shape_ok(w.rows, w.cols) &&
-               rows >= kFp8MinTokens;
+        return rows > 0 && wref(w).type == WeightType::FP8 && cuda::Fp8Gemm::shape_ok(w.rows, w.cols);
     }
 
     // cuBLASLt's block-scaled FP8 GEMM; false when the shape or the library declines it.
@@ -482,10 +481,6 @@ private:
         t.down = base + 2 * n;
         return expert_tables_.emplace(experts, std::move(t)).first->second;
     }
-
-    // cuBLASLt declines FP8 block scaling below 16 tokens (measured; the op harness
-    // prints the shapes it declines): fewer tokens use the dequantising kernel.
-    static constexpr int64_t kFp8MinTokens = 16;
 
     int device_;
     GpuPrecision precision_;

@@ -6,11 +6,16 @@
 // (each step fed the reference's ids, so one early difference does not hide the rest;
 // where the argmax differs, the reference's top-2 logit gap there).
 //
-// Stated tolerance of `fast`: logits max |diff| <= 0.25 at logit rms ~1. Why: every FP8
-// GEMM rounds its activations to e4m3 (3 mantissa bits: ~2.5% relative RMS per GEMM,
-// measured in test_cuda_ops), a layer chains ~8 of them, and the demo models' logits
-// amplify hidden-state error about as much as their rms; selections and greedy ids may
-// part where the reference's own margins are that small, so those are reported, not held.
+// Stated tolerances of `fast` (the f32 precision is held to the CPU's, 2e-3):
+//  - where every row's selection is dense (prompt <= top-k), logits max |diff| <= 0.25 at
+//    logit rms ~1: each FP8 GEMM rounds its activations to e4m3 (3 mantissa bits, ~2.5%
+//    relative RMS, test_cuda_ops) and the latent cache is bf16;
+//  - where the indexer selects (prompt > top-k), FP8 indexer keys round scores by ~3%
+//    (test_cuda_ops' bound) while these references were drawn with selection margins of
+//    2e-5: the first sparse layer's top-k sets must still overlap the reference's by
+//    >= 85% in every row (its inputs are unaffected by earlier layers). Later layers and
+//    the logits then inherit the changed selections; they are measured and printed, not
+//    held (docs/PERF.md records them).
 #include "reference_check.h"
 
 #include <cstdio>
@@ -22,7 +27,9 @@ const std::string kData = DSI_TEST_DATA_DIR;
 struct Stats {
     double logits = 0, topk_overlap_min = 1, topk_overlap_sum = 0;
     int64_t topk_rows = 0, expert_tokens = 0, expert_same = 0, greedy = 0, greedy_same = 0;
+    bool sparse = false;  // some row has more candidates than top-k
     double worst_gap_where_parted = 0;
+    std::map<int64_t, double> layer_overlap_min;  // per sparse layer
 };
 
 dsi_session *open(const std::string &dir, dsi_gpu_precision precision) {
@@ -40,6 +47,7 @@ Stats measure(const std::string &dir, const refcheck::Reference &ref, dsi_gpu_pr
     const dsi::ModelConfig &cfg = s->model->cfg;
     const auto ids = ref.tensor<int32_t>("input_ids");
     const int64_t T = static_cast<int64_t>(ids.size());
+    st.sparse = cfg.is_sparse() && T > cfg.index_topk;
     {
         refcheck::CpuContext ctx(s);
         refcheck::Recorder rec;
@@ -58,6 +66,8 @@ Stats measure(const std::string &dir, const refcheck::Reference &ref, dsi_gpu_pr
                     for (int32_t x : rec.selections[l][static_cast<size_t>(t)]) common += want.count(x);
                     const double overlap = want.empty() ? 1.0 : static_cast<double>(common) / want.size();
                     st.topk_overlap_min = std::min(st.topk_overlap_min, overlap);
+                    auto it = st.layer_overlap_min.emplace(l, 1.0).first;
+                    it->second = std::min(it->second, overlap);
                     st.topk_overlap_sum += overlap;
                     ++st.topk_rows;
                 }
@@ -110,7 +120,17 @@ void report(const std::string &label, const std::string &dir, const refcheck::Re
                     static_cast<long long>(st.topk_rows), static_cast<long long>(st.expert_same),
                     static_cast<long long>(st.expert_tokens), static_cast<long long>(st.greedy_same),
                     static_cast<long long>(st.greedy), st.worst_gap_where_parted);
-        CHECK(st.logits <= (fast ? 0.25 : 2e-3));
+        for (const auto &kv : st.layer_overlap_min)
+            std::printf("[test_cuda_fast]   layer %lld top-k overlap min %.4f\n", static_cast<long long>(kv.first),
+                        kv.second);
+        if (!fast) {
+            CHECK(st.logits <= 2e-3);
+        } else if (!st.sparse) {
+            CHECK(st.logits <= 0.25);
+        } else {
+            REQUIRE(!st.layer_overlap_min.empty());
+            CHECK(st.layer_overlap_min.begin()->second >= 0.85);
+        }
     }
 }
 

@@ -340,8 +340,11 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
                 ref_exact[i * N + n] = b;
             }
         // Against the quantised inputs the GEMM is float32 accumulation (cuBLASLt's FP8
-        // tensor cores accumulate in fp32 with periodic promotion): 1e-4.
-        check_close("fp8 cublasLt vs quantised inputs", got, ref, 1e-4);
+        // tensor cores accumulate in fp32 with periodic promotion): 1e-4; where cuBLASLt
+        // offers only bf16 output, its rounding (2^-9 relative, ~1.1e-3 RMS) on top: 3e-3.
+        const bool f32_out = gemm.float_output(N, K, M);
+        check_close(std::string("fp8 cublasLt vs quantised inputs (") + (f32_out ? "f32" : "bf16") + " out)", got, ref,
+                    f32_out ? 1e-4 : 3e-3);
         // Against the unquantised activations: the activation rounding, ~2% (stated for `fast`).
         check_close("fp8 cublasLt vs f32 activations", got, ref_exact, 5e-2);
     }
