@@ -3,13 +3,15 @@
 # the op harness (test_cuda_ops), the golden / refdims / sweep references through the
 # CUDA backend in both precisions, compute-sanitizer memcheck + racecheck, benchmarks.
 #   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs cli fast sanitize bench (default: all)
-# Environment: BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
+# Environment: RACECHECK_CASES (doctest -tc filter), SKIP_CEILINGS, BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
 # device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
 # when they are not installed system-wide), JOBS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build-cuda}
-LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/logs}}
+# On the lent device ($OUT set) the logs are packed into one archive under $OUT at the end.
+LOG_DIR=${LOG_DIR:-${OUT:+/tmp/device-test-logs}}
+LOG_DIR=${LOG_DIR:-$BUILD_DIR/logs}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$LOG_DIR"
 steps=("$@")
@@ -86,12 +88,12 @@ PY
         # The harness without its largest shapes (DSI_TEST_SMALL): instrumented kernels are slow.
         DSI_TEST_SMALL=1 run memcheck_ops "${cs[@]}" --tool memcheck "$BUILD_DIR/test_cuda_ops"
         DSI_TEST_SMALL=1 run racecheck_ops "${cs[@]}" --tool racecheck "$BUILD_DIR/test_cuda_ops" \
-            -tc='top-k*,sparse and dense MLA*,indexer scores*,moe*'
+            -tc="${RACECHECK_CASES:-top-k*,sparse and dense MLA*,indexer scores*,moe*}"
         DSI_TEST_BACKEND=cuda run memcheck_golden "${cs[@]}" --tool memcheck "$BUILD_DIR/tests/test_golden" \
             -tc='golden prefill*'
         ;;
     bench)
-        run ceilings python3 scripts/bench_ceilings.py
+        [ -z "${SKIP_CEILINGS:-}" ] && run ceilings python3 scripts/bench_ceilings.py
         # The demo model (512 positions at most): CPU on all cores vs CUDA, both precisions.
         for b in "$(nproc) 448 64 cpu" "1 448 64 cuda f32" "1 448 64 cuda fast"; do
             run "bench_demo_${b// /_}" "$BUILD_DIR/samples/bench_engine" models/demo $b
@@ -107,4 +109,13 @@ PY
     *) echo "unknown step $step"; status=1 ;;
     esac
 done
+# A short summary of every log: the op harness's error table, the reference and fast
+# precision lines, the benchmark rows.
+echo "== summary (logs: $LOG_DIR)"
+for f in "$LOG_DIR"/*.log; do
+    [ -f "$f" ] || continue
+    grep -h -E "worst normalised|^  [a-z].*\(|test_cuda_fast\] [a-z]|max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP" "$f" \
+        | grep -v "layer [0-9] top-k" | sed "s|^|$(basename "$f" .log): |" | cut -c1-220
+done
+if [ -n "${OUT:-}" ]; then tar -czf "$OUT/device-test-logs.tar.gz" -C "$LOG_DIR" .; fi
 exit $status

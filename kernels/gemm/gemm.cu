@@ -100,9 +100,55 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmParams p) {
     }
 }
 
+// Few rows (decode): one warp per output column, its lanes striding along K, so every
+// column's weight row streams once with all warps of the chip busy, instead of a 64-row
+// tile looping over K in a handful of blocks. Same products, summed per lane then
+// across the warp (float32).
+constexpr int kGemvRows = 8, kGemvWarps = 8;
+
+template <bool kGated>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemmParams p) {
+    const int lane = threadIdx.x & 31;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+    if (n >= p.N) return;
+    const float *x = p.x + blockIdx.y * p.x_batch_stride;
+    float *y = p.y + blockIdx.y * p.y_batch_stride;
+    const int64_t wr = p.w_row_offset + blockIdx.y * p.w_row_batch_stride + n;
+    float acc[kGemvRows] = {}, acc_u[kGated ? kGemvRows : 1] = {};
+    for (int64_t k = lane; k < p.K; k += 32) {
+        const float w = load_weight(p.w, wr, k);
+        const float u = kGated ? load_weight(p.w_up, wr, k) : 0.0f;
+#pragma unroll
+        for (int m = 0; m < kGemvRows; ++m) {
+            if (m >= p.M) break;
+            const float xv = x[m * p.ldx + k];
+            acc[m] = fmaf(xv, w, acc[m]);
+            if (kGated) acc_u[m] = fmaf(xv, u, acc_u[m]);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m) {
+        if (m >= p.M) break;
+        float v = warp_sum(acc[m]);
+        if (kGated) {
+            const float u = warp_sum(acc_u[m]);
+            v = v / (1.0f + expf(-v)) * u;
+        }
+        if (lane == 0) y[m * p.ldy + n] = v;
+    }
+}
+
 }  // namespace
 
 cudaError_t launch_gemm(const GemmParams &p, cudaStream_t stream) {
+    if (!p.group_w && !p.x_rows && !p.w_transposed && p.M > 0 && p.M <= kGemvRows && p.N > 0) {
+        const dim3 grid(ceil_div(p.N, kGemvWarps), static_cast<unsigned>(p.batches));
+        if (p.gated)
+            gemv_kernel<true><<<grid, kGemvWarps * 32, 0, stream>>>(p);
+        else
+            gemv_kernel<false><<<grid, kGemvWarps * 32, 0, stream>>>(p);
+        return cudaGetLastError();
+    }
     const int64_t tiles = p.group_w ? p.max_tiles : (p.M + kBM - 1) / kBM;
     if (tiles == 0 || p.N == 0) return cudaSuccess;
     const dim3 grid(static_cast<unsigned>(tiles), ceil_div(p.N, kBN), static_cast<unsigned>(p.batches));

@@ -8,6 +8,8 @@
 // batch b reads x + b * x_batch_stride, writes y + b * y_batch_stride, and sees the
 // weight rows from w_row_offset + b * w_row_batch_stride on (MLA's absorbed W_UK / W_UV
 // slices of kv_b); with w_transposed, element (n, k) is read at weight (row k, col n).
+// Up to 8 rows (decode) without grouping or a transposed weight run as a GEMV: one warp
+// per output column streaming its weight row (the tiled kernel would leave the chip idle).
 // This is the `f32` precision's GEMM (exact against the CPU engine: float32 products,
 // sequential K order) and the fallback wherever cuBLASLt's FP8 path cannot take a shape.
 #pragma once

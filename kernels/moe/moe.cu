@@ -2,52 +2,89 @@
 
 #include "common/device.cuh"
 
+#include <climits>
+
 namespace dsi::cuda {
 namespace {
 
-// One thread per token: at most 256 experts and 8 groups, a few thousand comparisons.
-__global__ void moe_route_kernel(MoeRouteParams p) {
-    const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t >= p.T) return;
-    const float *logits = p.logits + t * p.n_experts;
+// One block per token, one thread per expert (at most 256): scores in shared memory;
+// the group and expert selections are block-wide argmax rounds (ties to the lower index).
+constexpr int kRouteThreads = 256;
+
+// Block-wide argmax of (v, i) with ties to the lower i; every thread gets the winner.
+__device__ void block_argmax(float v, int i, float *sv, int *si, float &best_v, int &best_i) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (ov > v || (ov == v && oi < i)) { v = ov; i = oi; }
+    }
+    __syncthreads();
+    if (lane == 0) { sv[warp] = v; si[warp] = i; }
+    __syncthreads();
+    best_v = sv[0];
+    best_i = si[0];
+    for (int w = 1; w < kRouteThreads / 32; ++w)
+        if (sv[w] > best_v || (sv[w] == best_v && si[w] < best_i)) { best_v = sv[w]; best_i = si[w]; }
+}
+
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(MoeRouteParams p) {
+    __shared__ float choice[kMaxExperts], gscore[kMaxExperts], sv[kRouteThreads / 32];
+    __shared__ int si[kRouteThreads / 32];
+    __shared__ float weight[kMaxExperts];
+    const int64_t t = blockIdx.x;
+    const int e = threadIdx.x;
     const int64_t E = p.n_experts, per_group = E / p.n_group;
-    float choice[kMaxExperts];
-    for (int64_t e = 0; e < E; ++e) choice[e] = 1.0f / (1.0f + expf(-logits[e])) + p.bias[e];
+    const float *logits = p.logits + t * E;
+    const float sig = e < E ? 1.0f / (1.0f + expf(-logits[e])) : 0.0f;
+    if (e < E) {
+        choice[e] = sig + p.bias[e];
+        weight[e] = sig;
+    }
+    __syncthreads();
     // Group scores: the sum of the two best biased scores (fewer if the group is smaller).
-    float gscore[kMaxExperts];
-    for (int64_t g = 0; g < p.n_group; ++g) {
+    if (e < p.n_group) {
         float b1 = -INFINITY, b2 = -INFINITY;
-        for (int64_t e = g * per_group; e < (g + 1) * per_group; ++e) {
-            const float v = choice[e];
+        for (int64_t x = e * per_group; x < (e + 1) * per_group; ++x) {
+            const float v = choice[x];
             if (v > b1) { b2 = b1; b1 = v; } else if (v > b2) { b2 = v; }
         }
-        gscore[g] = per_group >= 2 ? b1 + b2 : b1;
+        gscore[e] = per_group >= 2 ? b1 + b2 : b1;
     }
-    uint32_t group_mask[kMaxExperts / 32] = {};
-    for (int64_t i = 0; i < p.topk_group; ++i) {
-        int64_t best = -1;
-        for (int64_t g = 0; g < p.n_group; ++g)
-            if (!(group_mask[g / 32] >> (g % 32) & 1u) && (best < 0 || gscore[g] > gscore[best])) best = g;
-        group_mask[best / 32] |= 1u << (best % 32);
+    __syncthreads();
+    bool group_kept = false;  // thread e's group: is it among the top groups
+    const int my_group = static_cast<int>(e / per_group);
+    for (int64_t r = 0; r < p.topk_group; ++r) {
+        float bv;
+        int bi;
+        block_argmax(e < p.n_group ? gscore[e] : -INFINITY, e < p.n_group ? e : INT_MAX, sv, si, bv, bi);
+        if (bi == my_group) group_kept = true;
+        __syncthreads();
+        if (e == bi) gscore[e] = -INFINITY;
+        __syncthreads();
     }
-    uint32_t taken[kMaxExperts / 32] = {};
+    float mine = e < E && group_kept ? choice[e] : -INFINITY;
     int32_t *ids = p.expert_ids + t * p.top_k;
     float *wts = p.expert_weights + t * p.top_k;
     float sum = 0.0f;
     for (int64_t j = 0; j < p.top_k; ++j) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < E; ++e) {
-            const int64_t g = e / per_group;
-            if (!(group_mask[g / 32] >> (g % 32) & 1u) || (taken[e / 32] >> (e % 32) & 1u)) continue;
-            if (best < 0 || choice[e] > choice[best]) best = e;
+        float bv;
+        int bi;
+        block_argmax(mine, e < E ? e : INT_MAX, sv, si, bv, bi);
+        if (bi >= E) bi = 0;  // fewer allowed experts than top_k: config validation prevents it
+        if (e == bi) mine = -INFINITY;
+        sum += weight[bi];
+        if (e == 0) {
+            ids[j] = bi;
+            wts[j] = weight[bi];
         }
-        taken[best / 32] |= 1u << (best % 32);
-        ids[j] = static_cast<int32_t>(best);
-        wts[j] = 1.0f / (1.0f + expf(-logits[best]));
-        sum += wts[j];
     }
-    const float norm = p.norm_topk_prob ? 1.0f / (sum + 1e-20f) : 1.0f;
-    for (int64_t j = 0; j < p.top_k; ++j) wts[j] = wts[j] * norm * p.routed_scaling_factor;
+    __syncthreads();
+    if (e == 0) {
+        const float norm = p.norm_topk_prob ? 1.0f / (sum + 1e-20f) : 1.0f;
+        for (int64_t j = 0; j < p.top_k; ++j) wts[j] = wts[j] * norm * p.routed_scaling_factor;
+    }
 }
 
 // One block: counts, prefix sums, then placement (order inside an expert's range is
@@ -95,7 +132,7 @@ __global__ void moe_combine_kernel(MoeCombineParams p) {
 cudaError_t launch_moe_route(const MoeRouteParams &p, cudaStream_t stream) {
     if (p.T == 0) return cudaSuccess;
     if (p.n_experts > kMaxExperts || p.n_group > kMaxExperts) return cudaErrorInvalidValue;
-    moe_route_kernel<<<ceil_div(p.T, 64), 64, 0, stream>>>(p);
+    moe_route_kernel<<<static_cast<unsigned>(p.T), kRouteThreads, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
