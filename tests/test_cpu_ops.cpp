@@ -560,11 +560,7 @@ dsi::ModelConfig rope_config(const char *type, int64_t rope_dim, double theta) {
 std::vector<double> yarn_inv_freq_ref(const dsi::ModelConfig &cfg, int64_t *low_out, int64_t *high_out) {
     const auto &r = cfg.rope;
     const double base = r.theta, dim = double(cfg.qk_rope_head_dim);
-    double factor = r.factor, original = double(cfg.max_position_embeddings);
-    if (r.original_max_position_embeddings > 0) {
-        original = double(r.original_max_position_embeddings);
-        factor = double(cfg.max_position_embeddings) / original;
-    }
+    const double factor = r.factor, original = double(r.original_max_position_embeddings);
     auto find_correction_dim = [&](double rot) {
         return dim * std::log(original / (rot * 2.0 * M_PI)) / (2.0 * std::log(base));
     };
