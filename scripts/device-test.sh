@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs everything GPU-side on a machine with an NVIDIA GPU (Hopper: sm_90a):
 # the op harness (test_cuda_ops), the golden / refdims / sweep references through the
-# CUDA backend in both precisions, compute-sanitizer memcheck + racecheck, benchmarks.
+# CUDA backend (f32 held to the CPU tolerances; fast measured by test_cuda_fast), compute-sanitizer memcheck + racecheck, benchmarks.
 #   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs cli fast sanitize bench (default: all)
 # Environment: RACECHECK_CASES (doctest -tc filter), SKIP_CEILINGS, BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
 # device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
@@ -53,7 +53,7 @@ for step in "${steps[@]}"; do
     refs)
         # The CPU engine's references through the CUDA backend's f32 precision, held to the
         # CPU tolerances (tests/reference_check.h).
-        for t in test_golden test_refdims; do
+        for t in test_golden test_refdims test_sweep; do
             DSI_TEST_BACKEND=cuda run "refs_$t" "$BUILD_DIR/tests/$t"
         done
         ;;

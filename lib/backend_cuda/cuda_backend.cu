@@ -120,6 +120,9 @@ public:
     // ---- the paged cache pool ----
     bool f32() const { return precision_ == GpuPrecision::F32; }
     cuda::KeyFormat key_format() const { return f32() ? cuda::KeyFormat::F32 : cuda::KeyFormat::FP8; }
+    // FP8 keys (and queries) are Hadamard-rotated as in DeepSeek's reference where the
+    // transform exists: index dims that are powers of two up to 1024 (128 when released).
+    bool rotate_index(int64_t dim) const { return !f32() && dim > 0 && dim <= 1024 && (dim & (dim - 1)) == 0; }
     size_t mla_page_bytes(const CacheDims &d) const {
         return static_cast<size_t>(kPageTokens * (d.kv_lora_rank + d.rope_dim) * (f32() ? 4 : 2));
     }
@@ -175,7 +178,7 @@ public:
         ix.k = p.index_key; ix.T = p.rows; ix.dim = p.index_dim; ix.slots = p.slots;
         ix.keys = p.index_pages; ix.format = key_format();
         Buffer rotated;
-        if (!f32()) {
+        if (rotate_index(p.index_dim)) {
             // DeepSeek's FP8 indexer rotates keys (and queries) by a Hadamard transform
             // before quantising; q.k is unchanged, the quantisation error is not.
             rotated = alloc(static_cast<size_t>(p.rows * p.index_dim) * sizeof(float));
@@ -194,7 +197,7 @@ public:
         CK(cuda::launch_indexer_gather(p.index_pages, key_format(), p.slots, p.rows, p.index_dim, p.index_key, stream()));
         // FP8 keys are stored rotated: rotating again undoes it (H H = I for the
         // normalised transform).
-        if (!f32()) CK(cuda::launch_hadamard(p.index_key, p.rows, p.index_dim, stream()));
+        if (rotate_index(p.index_dim)) CK(cuda::launch_hadamard(p.index_key, p.rows, p.index_dim, stream()));
     }
 
     // ---- weights ----
@@ -327,7 +330,7 @@ public:
         const cuda::PageTable pages{ip.seqs.page_table, ip.seqs.page_table_stride};
         const float *q = ip.q;
         Buffer rotated;
-        if (!f32()) {
+        if (rotate_index(ip.dim)) {
             rotated = alloc(static_cast<size_t>(ip.tokens * ip.heads * ip.dim) * sizeof(float));
             copy(ip.q, rotated.bytes(), rotated.f32());
             CK(cuda::launch_hadamard(rotated.f32(), ip.tokens * ip.heads, ip.dim, stream()));

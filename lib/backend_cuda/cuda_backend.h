@@ -16,8 +16,9 @@ enum class GpuPrecision {
            // caches: proves the GPU path against the CPU engine.
     Fast,  // FP8 e4m3 GEMMs on cuBLASLt with DeepSeek's 1x128 x 128x128 block scaling
            // where the shape allows, bf16 latent cache, FP8 indexer keys (one fp32 scale
-           // per token, Hadamard-rotated as DeepSeek's reference); activations between
-           // ops stay float32 (the Backend interface's buffers).
+           // per token, Hadamard-rotated as in DeepSeek's reference when the index dim is a
+           // power of two); activations between ops stay float32 (the Backend
+           // interface's buffers).
 };
 
 // True when this build has the CUDA backend and `device` is a usable GPU; otherwise

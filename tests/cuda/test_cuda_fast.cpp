@@ -19,6 +19,7 @@
 #include "reference_check.h"
 
 #include <cstdio>
+#include <filesystem>
 
 namespace {
 
@@ -142,4 +143,12 @@ TEST_CASE("fast vs f32 precision on the golden and refdims references") {
             report(model + " " + cs, kData + "/golden/" + model,
                    refcheck::Reference(kData + "/golden/tiny-golden.safetensors", cs + "."));
     report("refdims", kData + "/refdims", refcheck::Reference(kData + "/refdims/reference.safetensors", ""));
+    std::vector<std::string> sweep;
+    for (const auto &e : std::filesystem::directory_iterator(kData + "/sweep"))
+        if (e.is_directory() && std::filesystem::exists(e.path() / "reference.safetensors")) sweep.push_back(e.path());
+    std::sort(sweep.begin(), sweep.end());
+    for (const auto &dir : sweep)
+        for (const std::string part : {"short", "long"})
+            report("sweep/" + std::filesystem::path(dir).filename().string() + " " + part, dir,
+                   refcheck::Reference(dir + "/reference.safetensors", part + "."));
 }
