@@ -7,15 +7,16 @@
 // where the argmax differs, the reference's top-2 logit gap there).
 //
 // Stated tolerances of `fast` (the f32 precision is held to the CPU's, 2e-3):
-//  - where every row's selection is dense (prompt <= top-k), logits max |diff| <= 0.25 at
-//    logit rms ~1: each FP8 GEMM rounds its activations to e4m3 (3 mantissa bits, ~2.5%
-//    relative RMS, test_cuda_ops) and the latent cache is bf16;
-//  - where the indexer selects (prompt > top-k), FP8 indexer keys round scores by ~3%
-//    (test_cuda_ops' bound) while these references were drawn with selection margins of
-//    2e-5: the first sparse layer's top-k sets must still overlap the reference's by
-//    >= 85% in every row (its inputs are unaffected by earlier layers). Later layers and
-//    the logits then inherit the changed selections; they are measured and printed, not
-//    held (docs/PERF.md records them).
+//  - where every indexer selection and every expert choice equals the reference's,
+//    logits max |diff| <= 0.25 at logit rms ~1: each FP8 GEMM rounds its activations to
+//    e4m3 (3 mantissa bits, ~2.5% relative RMS, test_cuda_ops) and the latent cache is
+//    bf16 (measured at most 0.04 on these cases);
+//  - the references were drawn with selection and routing margins of only 2e-5, while
+//    FP8 indexer keys move scores by ~3% (test_cuda_ops' bound): the first sparse layer
+//    (whose inputs no earlier selection touched) may lose at most max(1, 15% of top-k)
+//    of each row's reference selection. Once a selection or an expert differs, later
+//    layers and the logits inherit it; those numbers are printed, not held
+//    (docs/PERF.md records them).
 #include "reference_check.h"
 
 #include <cstdio>
@@ -29,6 +30,7 @@ struct Stats {
     double logits = 0, topk_overlap_min = 1, topk_overlap_sum = 0;
     int64_t topk_rows = 0, expert_tokens = 0, expert_same = 0, greedy = 0, greedy_same = 0;
     bool sparse = false;  // some row has more candidates than top-k
+    int64_t topk = 0;
     double worst_gap_where_parted = 0;
     std::map<int64_t, double> layer_overlap_min;  // per sparse layer
 };
@@ -49,6 +51,7 @@ Stats measure(const std::string &dir, const refcheck::Reference &ref, dsi_gpu_pr
     const auto ids = ref.tensor<int32_t>("input_ids");
     const int64_t T = static_cast<int64_t>(ids.size());
     st.sparse = cfg.is_sparse() && T > cfg.index_topk;
+    st.topk = cfg.index_topk;
     {
         refcheck::CpuContext ctx(s);
         refcheck::Recorder rec;
@@ -126,11 +129,13 @@ void report(const std::string &label, const std::string &dir, const refcheck::Re
                         kv.second);
         if (!fast) {
             CHECK(st.logits <= 2e-3);
-        } else if (!st.sparse) {
-            CHECK(st.logits <= 0.25);
-        } else {
-            REQUIRE(!st.layer_overlap_min.empty());
-            CHECK(st.layer_overlap_min.begin()->second >= 0.85);
+            continue;
+        }
+        const bool same = st.topk_overlap_min == 1.0 && st.expert_same == st.expert_tokens;
+        if (same) CHECK(st.logits <= 0.25);
+        if (st.sparse && !st.layer_overlap_min.empty()) {
+            const double lost = (1.0 - st.layer_overlap_min.begin()->second) * static_cast<double>(st.topk);
+            CHECK(lost <= std::max(1.0, 0.15 * static_cast<double>(st.topk)) + 1e-9);
         }
     }
 }

@@ -288,9 +288,9 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
     Fp8Gemm gemm;
     REQUIRE_EQ(CUBLAS_STATUS_SUCCESS, gemm.init(ws, ws_bytes));
     // Released shapes (q_b, o_proj-like), a partial FP8 block along K and N, T = 1 .. 4096.
-    // Released shapes (q_b, o_proj-like), a partial FP8 block along K and N, T = 1 .. 4096;
-    // a token count cuBLASLt declines (it returns NOT_SUPPORTED) is printed: the backend
-    // falls back to launch_gemm for those.
+    // Released shapes (q_a, o_proj / expert-like), T = 1 .. 4096, and shapes outside
+    // Fp8Gemm::shape_ok; every declined shape (NOT_SUPPORTED, by cuBLASLt or by shape_ok)
+    // is printed: the backend falls back to launch_gemm for those.
     const int64_t shapes[][3] = {{1, 1536, 7168},  {2, 1536, 7168},  {4, 1536, 7168}, {8, 1536, 7168},
                                  {16, 1536, 7168}, {5, 576, 7168 / 2}, {33, 7168 / 4, 1536}, {64, 7168, 2048},
                                  {4096, 2048, 1024}, {17, 200, 400}};
@@ -339,12 +339,14 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
                 ref[i * N + n] = a;
                 ref_exact[i * N + n] = b;
             }
-        // Against the quantised inputs the GEMM is float32 accumulation (cuBLASLt's FP8
-        // tensor cores accumulate in fp32 with periodic promotion): 1e-4; where cuBLASLt
-        // offers only bf16 output, its rounding (2^-9 relative, ~1.1e-3 RMS) on top: 3e-3.
+        // Against the quantised inputs only the accumulation differs: Hopper's FP8 tensor
+        // cores accumulate each 128-wide K block with about 14 mantissa bits before the
+        // per-block promotion to float32 (DeepSeek-V3 technical report, 3.3.2), measured
+        // here as a uniform 2.3e-4 for every shape: 5e-4. Where cuBLASLt offers only bf16
+        // output, its rounding (2^-9 relative, ~1.1e-3 RMS) comes on top: 3e-3.
         const bool f32_out = gemm.float_output(N, K, M);
         check_close(std::string("fp8 cublasLt vs quantised inputs (") + (f32_out ? "f32" : "bf16") + " out)", got, ref,
-                    f32_out ? 1e-4 : 3e-3);
+                    f32_out ? 5e-4 : 3e-3);
         // Against the unquantised activations: the activation rounding, ~2% (stated for `fast`).
         check_close("fp8 cublasLt vs f32 activations", got, ref_exact, 5e-2);
     }
