@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 
 dsi_session::~dsi_session() = default;
 
@@ -26,11 +27,24 @@ namespace dsi {
 
 namespace {
 
+// Enum fields come from the caller as whatever int it stored: read them as int, since
+// loading an out-of-range value as the enum type is undefined behaviour.
+template <class Enum>
+int enum_value(const Enum &field) {
+    static_assert(sizeof(Enum) == sizeof(int), "C enums are int-sized here");
+    int v;
+    std::memcpy(&v, &field, sizeof v);
+    return v;
+}
+
 std::unique_ptr<Backend> make_backend(const dsi_session_params &p, dsi_backend &chosen) {
-    if (p.gpu_precision != DSI_GPU_PRECISION_FAST && p.gpu_precision != DSI_GPU_PRECISION_F32)
-        fail(DSI_ERR_INVALID_ARGUMENT, "unknown gpu_precision %d", static_cast<int>(p.gpu_precision));
-    const GpuPrecision precision = p.gpu_precision == DSI_GPU_PRECISION_F32 ? GpuPrecision::F32 : GpuPrecision::Fast;
-    switch (p.backend) {
+    const int gpu_precision = enum_value(p.gpu_precision);
+    if (gpu_precision != DSI_GPU_PRECISION_FAST && gpu_precision != DSI_GPU_PRECISION_F32)
+        fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.gpu_precision is %d, not a dsi_gpu_precision value",
+             gpu_precision);
+    const GpuPrecision precision = gpu_precision == DSI_GPU_PRECISION_F32 ? GpuPrecision::F32 : GpuPrecision::Fast;
+    const int kind = enum_value(p.backend);
+    switch (kind) {
     case DSI_BACKEND_AUTO:
         if (cuda_backend_available(p.gpu_device, nullptr)) {
             chosen = DSI_BACKEND_CUDA;
@@ -45,7 +59,7 @@ std::unique_ptr<Backend> make_backend(const dsi_session_params &p, dsi_backend &
         chosen = DSI_BACKEND_CUDA;
         return make_cuda_backend(p.gpu_device, precision);
     }
-    fail(DSI_ERR_INVALID_ARGUMENT, "unknown backend %d", static_cast<int>(p.backend));
+    fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.backend is %d, not a dsi_backend value", kind);
 }
 
 std::string describe(const ModelConfig &c, const char *backend) {
@@ -80,12 +94,22 @@ void create_cache_pool(dsi_session &s, size_t budget) {
 
 }  // namespace
 
+void check_n_threads(int32_t n_threads, const char *which) {
+    if (n_threads < 0 || n_threads > kMaxThreads)
+        fail(DSI_ERR_INVALID_ARGUMENT, "%s.n_threads is %d: it must be 0 (default) or 1 to %d", which, n_threads,
+             kMaxThreads);
+}
+
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params) {
-    if (params.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", params.n_threads);
+    check_n_threads(params.n_threads, "dsi_session_params");
+    const int log_level = enum_value(params.log_level);
+    if (log_level < DSI_LOG_DEBUG || log_level > DSI_LOG_NONE)
+        fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.log_level is %d, not a dsi_log_level value (0 to 4)",
+             log_level);
     auto s = std::make_unique<dsi_session>();
     s->log = params.log;
     s->log_user_data = params.log_user_data;
-    s->log_level = params.log_level;
+    s->log_level = static_cast<dsi_log_level>(log_level);
     s->n_threads = params.n_threads;
 
     auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
@@ -93,6 +117,7 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
     std::unique_ptr<Backend> backend = make_backend(params, s->backend);
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
+    s->identity = model_identity(read_text_file(std::string(model_dir) + "/config.json", "config"), *s->model->checkpoint);
     s->logf(DSI_LOG_INFO, "loaded %s: %s", model_dir, s->description.c_str());
     create_cache_pool(*s, params.cache_budget);
 

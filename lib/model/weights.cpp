@@ -3,7 +3,10 @@
 #include "common/error.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <set>
+#include <vector>
 
 namespace dsi {
 
@@ -25,6 +28,7 @@ public:
     // A [rows, cols] matrix: float dtype, or F8_E4M3 with its weight_scale_inv.
     std::unique_ptr<Matrix> matrix(const std::string &name, int64_t rows, int64_t cols) {
         const TensorInfo &w = ckpt_.get(name);
+        used_.insert(name);
         check_shape(w, {rows, cols});
         MatrixSource src;
         src.weight = &w;
@@ -45,8 +49,13 @@ public:
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16 or F32", name.c_str(),
                  t.file.c_str(), dtype_name(t.dtype));
         check_shape(t, {n});
+        used_.insert(name);
+        check_finite(t);
         return backend_.prepare_vector(t);
     }
+
+    // Names of the tensors bound so far.
+    const std::set<std::string> &used() const { return used_; }
 
     MlpWeights mlp(const std::string &prefix, int64_t inter, std::vector<std::unique_ptr<Matrix>> &owner) {
         const int64_t hidden = cfg_.hidden_size;
@@ -58,6 +67,17 @@ public:
     }
 
 private:
+    // Norm weights, biases and e_score_correction_bias are small: a NaN or inf there is
+    // checked on load rather than found as NaN logits (or arbitrary routing) later.
+    static void check_finite(const TensorInfo &t) {
+        std::vector<float> v(static_cast<size_t>(t.numel()));
+        convert_to_float(t, 0, t.numel(), v.data());
+        for (size_t i = 0; i < v.size(); ++i)
+            if (!std::isfinite(v[i]))
+                fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has the non-finite value %g at element %zu", t.name.c_str(),
+                     t.file.c_str(), static_cast<double>(v[i]), i);
+    }
+
     void check_shape(const TensorInfo &t, std::initializer_list<int64_t> dims) {
         if (t.shape != std::vector<int64_t>(dims))
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has shape %s; the config implies %s", t.name.c_str(),
@@ -67,6 +87,7 @@ private:
     const TensorInfo &scale_for(const std::string &name, const TensorInfo &w, int64_t rows, int64_t cols) {
         const std::string sname = name + "_scale_inv";
         const TensorInfo *s = ckpt_.find(sname);
+        used_.insert(sname);
         if (!s)
             fail(DSI_ERR_CHECKPOINT, "FP8 tensor '%s' in %s has no block scales '%s'", name.c_str(), w.file.c_str(),
                  sname.c_str());
@@ -88,7 +109,41 @@ private:
     const ModelConfig &cfg_;
     const Checkpoint &ckpt_;
     Backend &backend_;
+    std::set<std::string> used_;
 };
+
+// A checkpoint tensor the config gives no use to means the config does not describe the
+// checkpoint (fewer layers, experts or shared experts than it holds, a dense config for
+// a sparse model...), which would otherwise run and answer wrongly without a word.
+// Allowed: layers after the main ones up to num_nextn_predict_layers (the MTP layer of
+// the released checkpoint), tensors outside model.layers, and RoPE inv_freq buffers.
+void check_all_used(const ModelConfig &cfg, const Checkpoint &ckpt, const std::set<std::string> &used) {
+    static const std::string kLayers = "model.layers.";
+    for (const std::string &name : ckpt.names()) {
+        if (used.count(name) || name.compare(0, kLayers.size(), kLayers) != 0) continue;
+        if (name.size() >= 20 && name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0) continue;
+        const char *digits = name.c_str() + kLayers.size();
+        char *end = nullptr;
+        const unsigned long long layer = std::strtoull(digits, &end, 10);
+        const TensorInfo &t = ckpt.get(name);
+        if (end == digits || *end != '.')
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has no layer number after 'model.layers.'", name.c_str(),
+                 t.file.c_str());
+        const unsigned long long main_layers = static_cast<unsigned long long>(cfg.num_hidden_layers);
+        if (layer >= main_layers) {
+            if (layer < main_layers + static_cast<unsigned long long>(cfg.num_nextn_predict_layers)) continue;
+            fail(DSI_ERR_CHECKPOINT,
+                 "tensor '%s' in %s belongs to layer %llu, but the config has num_hidden_layers %lld and "
+                 "num_nextn_predict_layers %lld: the config does not describe this checkpoint",
+                 name.c_str(), t.file.c_str(), layer, (long long)cfg.num_hidden_layers,
+                 (long long)cfg.num_nextn_predict_layers);
+        }
+        fail(DSI_ERR_CHECKPOINT,
+             "tensor '%s' in %s is not used by the model the config describes (check n_routed_experts, "
+             "n_shared_experts, q_lora_rank, the index_* keys and first_k_dense_replace)",
+             name.c_str(), t.file.c_str());
+    }
+}
 
 void bind_attention(const ModelConfig &cfg, Binder &b, const std::string &p, LayerWeights &lw) {
     const int64_t H = cfg.hidden_size, heads = cfg.num_attention_heads;
@@ -153,6 +208,7 @@ ModelWeights load_weights(const ModelConfig &cfg, const Checkpoint &ckpt, Backen
     w.final_norm = b.vector("model.norm.weight", cfg.hidden_size);
     const bool tied = cfg.tie_word_embeddings && !ckpt.find("lm_head.weight");
     w.lm_head = b.matrix(tied ? "model.embed_tokens.weight" : "lm_head.weight", cfg.vocab_size, cfg.hidden_size);
+    check_all_used(cfg, ckpt, b.used());
     return w;
 }
 

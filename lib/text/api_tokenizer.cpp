@@ -82,7 +82,7 @@ extern "C" dsi_status dsi_detokenize(const dsi_tokenizer *tok, const int32_t *id
         if (out.size() > cap)
             dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu bytes, the buffer holds %zu", fn, out.size(),
                       cap);
-        std::memcpy(text, out.data(), out.size());
+        if (!out.empty()) std::memcpy(text, out.data(), out.size());  // text may be NULL when nothing is copied
         if (cap > out.size()) text[out.size()] = '\0';
     });
 }
