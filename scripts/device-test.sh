@@ -73,8 +73,9 @@ PY
                 n=$(wc -w <<<"$want")
                 got=$("$BUILD_DIR/samples/dsinfer" generate --model "tests/data/golden/$model" --backend cuda \
                       --gpu-precision f32 --greedy --ids "$prompt" --max-tokens "$n" 2>"$LOG_DIR/cli_${model}_${cs}.err" | tr ',' ' ' | xargs)
-                if [ "$got" = "$(xargs <<<"$want")" ]; then echo "cli $model $cs: greedy ids match ($n)"
-                else echo "cli $model $cs: MISMATCH got [$got] want [$want]"; status=1; fi
+                if [ "$got" = "$(xargs <<<"$want")" ]; then verdict="greedy ids match ($n)"
+                else verdict="MISMATCH got [$got] want [$want]"; status=1; fi
+                echo "cli $model $cs: $verdict" | tee -a "$LOG_DIR/cli.log"
             done
         done
         ;;
@@ -114,7 +115,7 @@ done
 echo "== summary (logs: $LOG_DIR)"
 for f in "$LOG_DIR"/*.log; do
     [ -f "$f" ] || continue
-    grep -h -E "worst normalised|^  [a-z].*\(|test_cuda_fast\] [a-z]|max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP" "$f" \
+    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] [a-z]|max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP" "$f" \
         | grep -v "layer [0-9] top-k" | sed "s|^|$(basename "$f" .log): |" | cut -c1-220
 done
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/device-test-logs.tar.gz" -C "$LOG_DIR" .; fi
