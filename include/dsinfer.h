@@ -140,6 +140,14 @@ typedef enum dsi_backend {
 */
 typedef int (*dsi_progress_fn)(float fraction, void *user_data);
 
+/* Arithmetic of the CUDA backend (ignored on CPU). One code path, two precisions. */
+typedef enum dsi_gpu_precision {
+    DSI_GPU_PRECISION_FAST = 0, /* FP8 e4m3 block-scaled GEMMs (cuBLASLt), bf16 latent
+                                   cache, FP8 indexer keys: the fast default */
+    DSI_GPU_PRECISION_F32  = 1  /* float32 throughout: matches the CPU engine to its
+                                   tolerance (same indexer selections, experts, ids) */
+} dsi_gpu_precision;
+
 typedef struct dsi_session_params {
     size_t          struct_size;    /* sizeof(dsi_session_params); set by the default */
     dsi_backend     backend;        /* default DSI_BACKEND_AUTO */
@@ -155,8 +163,11 @@ typedef struct dsi_session_params {
     /* -- appended in 0.2 -- */
     size_t          cache_budget;   /* bytes for the KV + indexer cache pages of all this
                                        session's contexts; 0 (default) = a quarter of the
-                                       available memory on CPU. Contexts take 64-token pages
+                                       available memory on CPU, half
+                                       of the free GPU memory on CUDA. Contexts take 64-token pages
                                        from it as they grow: see "Serving". */
+    dsi_gpu_precision gpu_precision; /* CUDA backend arithmetic; default
+                                        DSI_GPU_PRECISION_FAST */
 } dsi_session_params;
 
 /* Defaults for dsi_session_open(). Thread-safe. */
@@ -410,6 +421,40 @@ DSI_API dsi_status dsi_sampler_sample(dsi_sampler *sampler, dsi_context *ctx, in
 DSI_API dsi_status dsi_sampler_sample_logits(dsi_sampler *sampler, const float *logits,
                                              int32_t n_vocab, const int32_t *history,
                                              size_t n_history, int32_t *token_out);
+
+/* ==================================================================================
+** Saved state (see "Serving")
+** ================================================================================*/
+
+/*
+** Saved state: a context's tokens, caches and last logits, and optionally a sampler's
+** parameters and random state, as a Flatbuffers buffer (schema lib/state/state.fbs)
+** tagged with the model's identity (a hash of config.json and every tensor's name,
+** dtype and shape). Loading it into a context of any session of the same model, in
+** any process, continues exactly where the saved one stopped.
+**
+** dsi_context_save_state: *data (free with dsi_free()) and *size receive the buffer.
+** `sampler` may be NULL. A state above 2 GiB (Flatbuffers' limit; about 12K tokens of
+** the released model in float32) is DSI_ERR_UNSUPPORTED.
+** dsi_context_load_state: replaces ctx's tokens, caches and logits. Everything is
+** checked before anything changes: not a state, truncated or corrupted (the
+** Flatbuffers verifier, then every size and value) or from a newer dsinfer is
+** DSI_ERR_FORMAT; another model is DSI_ERR_CONFIG; more tokens than ctx's n_ctx is
+** DSI_ERR_CONTEXT_FULL; no free pages is DSI_ERR_NO_MEMORY. With a non-NULL `sampler`
+** its parameters and random state are restored too (DSI_ERR_INVALID_ARGUMENT if the
+** state was saved without one).
+** The _file variants write / read the same bytes to / from `path` (DSI_ERR_IO).
+** Threading: ctx (and sampler) must not be used by another thread meanwhile
+** (DSI_ERR_BUSY for ctx).
+*/
+DSI_API dsi_status dsi_context_save_state(dsi_context *ctx, const dsi_sampler *sampler,
+                                          void **data, size_t *size);
+DSI_API dsi_status dsi_context_load_state(dsi_context *ctx, const void *data, size_t size,
+                                          dsi_sampler *sampler);
+DSI_API dsi_status dsi_context_save_state_file(dsi_context *ctx, const dsi_sampler *sampler,
+                                               const char *path);
+DSI_API dsi_status dsi_context_load_state_file(dsi_context *ctx, const char *path,
+                                               dsi_sampler *sampler);
 
 /* ==================================================================================
 ** Tokenizer (Hugging Face tokenizer.json, byte-level BPE)

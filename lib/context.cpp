@@ -57,6 +57,19 @@ std::unique_ptr<dsi_context> fork_context(dsi_context *ctx) {
     return copy;
 }
 
+void publish_full_pages(dsi_context *ctx) {
+    PageAllocator &pa = *ctx->session->pages;
+    const size_t full = ctx->tokens.size() / static_cast<size_t>(kPageTokens);
+    while (ctx->page_hashes.size() < full) {
+        const size_t k = ctx->page_hashes.size();
+        const uint64_t parent = k == 0 ? 0 : ctx->page_hashes.back();
+        const int32_t *page_tokens = ctx->tokens.data() + k * static_cast<size_t>(kPageTokens);
+        const uint64_t h = PageAllocator::chain_hash(parent, page_tokens);
+        pa.publish(ctx->pages[k], h, parent, page_tokens);
+        ctx->page_hashes.push_back(h);
+    }
+}
+
 void truncate_context(dsi_context *ctx, int64_t length) {
     ctx->tokens.resize(static_cast<size_t>(length));
     const size_t keep = static_cast<size_t>((length + kPageTokens - 1) / kPageTokens);

@@ -148,13 +148,35 @@ private:
                 p.reused += kPageTokens;
             }
         }
+        std::vector<int32_t> fresh;
+        // Then the positions of a partly shared page, from a copy of that page.
+        int32_t partial_src = -1;
+        int64_t partial_len = 0;
+        if (!p.all_logits && p.first % kPageTokens == 0 && static_cast<int64_t>(p.pages.size()) * kPageTokens == p.first &&
+            p.n > 1) {
+            const uint64_t parent = p.hashes.empty() ? 0 : p.hashes.back();
+            partial_src = pa.lookup_partial(parent, p.tokens, std::min<int64_t>(kPageTokens - 1, p.n - 1), &partial_len);
+            if (partial_src >= 0) p.taken.push_back(partial_src);  // held until the copy is made
+        }
+
+        if (partial_src >= 0) {
+            if (!pa.allocate(1, fresh)) no_memory(i, 1);
+            p.taken.push_back(fresh.back());
+            s_->model->backend->copy_page(*s_->cache_pool, partial_src, fresh.back());
+            p.pages.push_back(fresh.back());
+            fresh.clear();
+            p.taken.erase(std::find(p.taken.begin(), p.taken.end(), partial_src));
+            pa.release(partial_src);
+            p.tokens += partial_len;
+            p.n -= partial_len;
+            p.first += partial_len;
+            p.reused += partial_len;
+        }
 
         // The partly filled last page is written in place only if this context alone
         // holds it and nobody can find it in the prefix cache.
-        std::vector<int32_t> fresh;
         const int64_t partial = p.first / kPageTokens;
-        const bool cow = p.first % kPageTokens != 0 && pa.refcount(p.pages[static_cast<size_t>(partial)]) > 1;
-        if (p.first % kPageTokens != 0 && !cow) pa.unpublish(p.pages[static_cast<size_t>(partial)]);
+        const bool cow = p.first % kPageTokens != 0 && !pa.claim_for_write(p.pages[static_cast<size_t>(partial)]);
         const int64_t need = (p.first + p.n + kPageTokens - 1) / kPageTokens - static_cast<int64_t>(p.pages.size());
         if (!pa.allocate(need + (cow ? 1 : 0), fresh)) no_memory(i, need + (cow ? 1 : 0));
         p.taken.insert(p.taken.end(), fresh.begin(), fresh.end());
@@ -282,17 +304,8 @@ private:
             ctx->reused_tokens += p.reused;
             if (p.replaced >= 0) pa.release(p.replaced);
             p.taken.clear();
-            // Publish the pages that became full.
             ctx->page_hashes = std::move(p.hashes);
-            const size_t full = ctx->tokens.size() / static_cast<size_t>(kPageTokens);
-            while (ctx->page_hashes.size() < full) {
-                const size_t k = ctx->page_hashes.size();
-                const uint64_t parent = k == 0 ? 0 : ctx->page_hashes.back();
-                const int32_t *page_tokens = ctx->tokens.data() + k * static_cast<size_t>(kPageTokens);
-                const uint64_t h = PageAllocator::chain_hash(parent, page_tokens);
-                pa.publish(ctx->pages[k], h, parent, page_tokens);
-                ctx->page_hashes.push_back(h);
-            }
+            publish_full_pages(ctx);
         }
     }
 
