@@ -8,4 +8,8 @@
 
 namespace dsi {
 int32_t context_n_vocab(const dsi_context *ctx);
+
+// Row `index` of the last eval's logits (-1 = the last); the caller holds ctx's
+// ContextLock. Throws DSI_ERR_INVALID_ARGUMENT when there is no such row.
+const float *context_logits_row(const dsi_context *ctx, int32_t index);
 }  // namespace dsi

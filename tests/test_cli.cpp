@@ -205,7 +205,7 @@ std::string detokenize(const std::string &tokenizer, const std::vector<int32_t> 
     REQUIRE(dsi_tokenizer_load(tokenizer.c_str(), &tok) == DSI_OK);
     size_t len = 0;
     std::string text(4096, '\0');
-    const dsi_status st = dsi_detokenize(tok, ids.data(), ids.size(), &text[0], text.size(), &len);
+    const dsi_status st = dsi_detokenize(tok, ids.data(), ids.size(), 0, &text[0], text.size(), &len);
     dsi_tokenizer_free(tok);
     REQUIRE(st == DSI_OK);
     text.resize(len);

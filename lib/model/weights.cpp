@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 namespace dsi {
 
@@ -26,12 +27,14 @@ public:
     std::unique_ptr<Matrix> matrix(const std::string &name, int64_t rows, int64_t cols) {
         const TensorInfo &w = ckpt_.get(name);
         check_shape(w, {rows, cols});
+        count(w, true);
         MatrixSource src;
         src.weight = &w;
         src.block_rows = cfg_.fp8_block_rows;
         src.block_cols = cfg_.fp8_block_cols;
         if (w.dtype == DType::F8_E4M3) {
             src.scale_inv = &scale_for(name, w, rows, cols);
+            count(*src.scale_inv, false);
         } else if (!is_float_dtype(w.dtype)) {
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16, F32 or F8_E4M3",
                  name.c_str(), w.file.c_str(), dtype_name(w.dtype));
@@ -45,8 +48,12 @@ public:
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16 or F32", name.c_str(),
                  t.file.c_str(), dtype_name(t.dtype));
         check_shape(t, {n});
+        count(t, true);
         return backend_.prepare_vector(t);
     }
+
+    int64_t n_params() const { return n_params_; }
+    int64_t bytes() const { return bytes_; }
 
     MlpWeights mlp(const std::string &prefix, int64_t inter, std::vector<std::unique_ptr<Matrix>> &owner) {
         const int64_t hidden = cfg_.hidden_size;
@@ -58,6 +65,13 @@ public:
     }
 
 private:
+    // Each tensor once: a tied lm_head binds the embedding a second time.
+    void count(const TensorInfo &t, bool is_param) {
+        if (!counted_.insert(&t).second) return;
+        if (is_param) n_params_ += t.numel();
+        bytes_ += static_cast<int64_t>(t.nbytes);
+    }
+
     void check_shape(const TensorInfo &t, std::initializer_list<int64_t> dims) {
         if (t.shape != std::vector<int64_t>(dims))
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has shape %s; the config implies %s", t.name.c_str(),
@@ -88,6 +102,8 @@ private:
     const ModelConfig &cfg_;
     const Checkpoint &ckpt_;
     Backend &backend_;
+    std::unordered_set<const TensorInfo *> counted_;
+    int64_t n_params_ = 0, bytes_ = 0;
 };
 
 void bind_attention(const ModelConfig &cfg, Binder &b, const std::string &p, LayerWeights &lw) {
@@ -153,6 +169,8 @@ ModelWeights load_weights(const ModelConfig &cfg, const Checkpoint &ckpt, Backen
     w.final_norm = b.vector("model.norm.weight", cfg.hidden_size);
     const bool tied = cfg.tie_word_embeddings && !ckpt.find("lm_head.weight");
     w.lm_head = b.matrix(tied ? "model.embed_tokens.weight" : "lm_head.weight", cfg.vocab_size, cfg.hidden_size);
+    w.n_params = b.n_params();
+    w.bytes = b.bytes();
     return w;
 }
 

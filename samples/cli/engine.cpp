@@ -196,7 +196,7 @@ int32_t Sampler::sample(dsi_context *ctx) {
     return token;
 }
 
-TextStream::TextStream(const dsi_tokenizer *tok) { check(dsi_detokenizer_create(tok, &detok_)); }
+TextStream::TextStream(const dsi_tokenizer *tok) { check(dsi_detokenizer_create(tok, 0, &detok_)); }
 TextStream::~TextStream() { dsi_detokenizer_free(detok_); }
 
 std::string TextStream::push(int32_t id) {
@@ -215,10 +215,11 @@ std::string TextStream::flush() {
 
 std::vector<int32_t> tokenize(const dsi_tokenizer *tok, const std::string &text, bool parse_special) {
     size_t n = 0;
-    const dsi_status query = dsi_tokenize(tok, text.data(), text.size(), parse_special, nullptr, 0, &n);
+    const unsigned flags = parse_special ? DSI_TOKENIZE_PARSE_SPECIAL : 0u;
+    const dsi_status query = dsi_tokenize(tok, text.data(), text.size(), flags, nullptr, 0, &n);
     if (query != DSI_ERR_BUFFER_TOO_SMALL) check(query);
     std::vector<int32_t> ids(n);
-    if (n > 0) check(dsi_tokenize(tok, text.data(), text.size(), parse_special, ids.data(), ids.size(), &n));
+    if (n > 0) check(dsi_tokenize(tok, text.data(), text.size(), flags, ids.data(), ids.size(), &n));
     return ids;
 }
 
