@@ -147,7 +147,7 @@ typedef enum dsi_log_level {
 /*
 ** A log sink. `message` is one line without a trailing newline, valid only during
 ** the call. It may be called from any thread that calls into the library, including
-** several at once: the callback must be thread-safe. It must not call dsi_log_set().
+** several at once: the callback must be thread-safe.
 **
 ** What is logged: DSI_LOG_INFO what was loaded (dims, dtype, weight bytes, backend,
 ** threads) and each context created (n_ctx, cache bytes); DSI_LOG_WARN fallbacks and
@@ -613,9 +613,12 @@ DSI_API dsi_status dsi_tokenizer_token_to_piece(const dsi_tokenizer *tok, int32_
 
 /* Flags for dsi_tokenize(). */
 #define DSI_TOKENIZE_PARSE_SPECIAL 1u  /* added tokens written in the text become their ids */
-#define DSI_TOKENIZE_ADD_SPECIAL   2u  /* the ids of the post_processor template (BOS for
-                                          DeepSeek) around the text, as Hugging Face's
-                                          add_special_tokens=True */
+#define DSI_TOKENIZE_ADD_SPECIAL   2u  /* BOS/EOS around the text as Hugging Face's
+                                          add_special_tokens=True: from add_bos_token /
+                                          add_eos_token of a tokenizer_config.json next to
+                                          the tokenizer.json when it sets them (DeepSeek's
+                                          does: BOS), else from tokenizer.json's
+                                          TemplateProcessing "single" template */
 
 /*
 ** Encodes `text_len` bytes of UTF-8. Without DSI_TOKENIZE_PARSE_SPECIAL added/special

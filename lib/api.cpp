@@ -40,7 +40,6 @@ extern "C" {
 
 const char *dsi_version(void) { return DSI_VERSION; }
 int dsi_version_number(void) { return DSI_VERSION_NUMBER; }
-const char *dsi_source_revision(void) { return DSINFER_SOURCE_REVISION; }
 
 int dsi_backend_available(dsi_backend backend) {
     return backend == DSI_BACKEND_AUTO || backend == DSI_BACKEND_CPU ? 1 : 0;

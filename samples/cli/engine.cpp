@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <cfloat>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -67,6 +68,7 @@ private:
 void add_model_flag(FlagSet &f, ModelOptions &o) {
     f.value("--model", "DIR", "checkpoint directory (config.json, safetensors, tokenizer.json)",
             [&o](const std::string &v) { o.model_dir = v; });
+    f.alias("-m", "--model");
 }
 
 void add_runtime_flags(FlagSet &f, ModelOptions &o, bool with_tokenizer) {
@@ -78,6 +80,7 @@ void add_runtime_flags(FlagSet &f, ModelOptions &o, bool with_tokenizer) {
     f.value("--threads", "N", "CPU threads, 0 = all hardware threads (default 0)", [&o](const std::string &v) {
         o.threads = static_cast<int32_t>(parse_int("--threads", v, 0, 65536));
     });
+    f.alias("-t", "--threads");
     f.flag("--stats", "print load time, prefill and decode speed and peak memory to stderr",
            [&o] { o.stats = true; });
     f.flag("--verbose", "print the library's log messages to stderr", [&o] { o.verbose = true; });
@@ -97,6 +100,7 @@ void add_sampling_flags(FlagSet &f, dsi_sampler_params &p) {
             [&p](const std::string &v) { p.min_p = static_cast<float>(parse_double("--min-p", v, 0.0, 1.0)); });
     f.value("--seed", "S", "random seed, an unsigned 64-bit integer (default " + std::to_string(d.seed) + ")",
             [&p](const std::string &v) { p.seed = parse_u64("--seed", v); });
+    f.alias("-s", "--seed");
     f.value("--repeat-penalty", "R",
             "divide positive (multiply negative) logits of recent tokens by R > 0, 1 = off (default " +
                 number(d.repeat_penalty) + ")",
@@ -194,6 +198,18 @@ int32_t Sampler::sample(dsi_context *ctx) {
     int32_t token = -1;
     check(dsi_sampler_sample(sampler_, ctx, &token));
     return token;
+}
+
+void Sampler::ban(const std::vector<int32_t> &ids) {
+    std::vector<dsi_logit_bias> bias;
+    for (int32_t id : ids) bias.push_back({id, -INFINITY});
+    check(dsi_sampler_set_logit_bias(sampler_, bias.data(), bias.size()));
+}
+
+std::vector<int32_t> eog_tokens(const dsi_session *session) {
+    std::vector<int32_t> ids(static_cast<size_t>(dsi_session_eog_tokens(session, nullptr, 0)));
+    dsi_session_eog_tokens(session, ids.data(), ids.size());
+    return ids;
 }
 
 TextStream::TextStream(const dsi_tokenizer *tok) { check(dsi_detokenizer_create(tok, 0, &detok_)); }
