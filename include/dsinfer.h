@@ -206,6 +206,11 @@ typedef struct dsi_session_params {
     dsi_log_fn      log;            /* NULL = the process-wide sink (dsi_log_set) */
     void           *log_user_data;
     dsi_log_level   log_level;      /* least severe level delivered; default DSI_LOG_WARN */
+    /* -- appended in 0.2 -- */
+    size_t          cache_budget;   /* bytes for the KV + indexer cache pages of all this
+                                       session's contexts; 0 (default) = a quarter of the
+                                       available memory on CPU. Contexts take 64-token pages
+                                       from it as they grow: see "Serving". */
 } dsi_session_params;
 
 /* Defaults for dsi_session_open(), with struct_size set. Thread-safe; never fails. */
@@ -303,10 +308,10 @@ DSI_API int64_t dsi_session_n_params(const dsi_session *session);
 DSI_API int64_t dsi_session_weight_bytes(const dsi_session *session);
 
 /*
-** Bytes a context of `n_ctx` tokens allocates for its caches (MLA latent, rope key,
-** indexer key, per layer; rope tables). Grows linearly with n_ctx, so n_ctx 1 gives
-** the cost of one token. -1 for a NULL session or n_ctx outside [1,
-** max_position_embeddings]. Thread-safe.
+** Bytes of cache a context holding `n_ctx` tokens takes from the session's pool: its
+** ceil(n_ctx / 64) pages (see "Serving") of dsi_cache_stats.page_bytes each (MLA latent,
+** rope key and DSA indexer key of every layer). Per token: dsi_session_cache_bytes(s, 64)
+** / 64. -1 for a NULL session or n_ctx outside [1, max_position_embeddings]. Thread-safe.
 */
 DSI_API int64_t dsi_session_cache_bytes(const dsi_session *session, int32_t n_ctx);
 
@@ -335,8 +340,9 @@ typedef int (*dsi_abort_fn)(void *user_data);
 typedef struct dsi_context_params {
     size_t       struct_size;     /* sizeof(dsi_context_params); set by the default */
     int32_t      n_ctx;           /* max tokens (prompt + generated), at most the model's
-                                     max_position_embeddings; 0 (default) = that maximum
-                                     capped at 4096. Caches are allocated for n_ctx. */
+                                     max_position_embeddings; 0 (default) = that maximum.
+                                     A limit only: cache pages come from the session's
+                                     pool as the context grows. */
     int32_t      n_threads;       /* 0 = the session's n_threads */
     dsi_abort_fn abort_callback;  /* NULL = never abort */
     void        *abort_user_data;
@@ -380,7 +386,9 @@ DSI_API dsi_status dsi_context_set_abort_callback(dsi_context *ctx, dsi_abort_fn
 ** DSI_EVAL_LOGITS_ALL).
 ** Errors leave the context unchanged: DSI_ERR_INVALID_TOKEN (an id out of range;
 ** the message names its position), DSI_ERR_CONTEXT_FULL (length + n_tokens > n_ctx),
-** DSI_ERR_CANCELLED (abort callback), DSI_ERR_BUSY (another thread is using ctx).
+** DSI_ERR_NO_MEMORY (the session's cache pool has no free page left; the message
+** names the budget and its users), DSI_ERR_CANCELLED (abort callback),
+** DSI_ERR_BUSY (another thread is using ctx).
 ** n_tokens == 0 is DSI_ERR_INVALID_ARGUMENT.
 ** Threading: one thread at a time per context. A call that finds ctx in use by
 ** dsi_context_eval, _logits, _clear, _truncate or dsi_sampler_sample on another
@@ -415,8 +423,9 @@ DSI_API int32_t dsi_context_n_ctx(const dsi_context *ctx);
 DSI_API int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap);
 
 /*
-** Forgets every token and the logits, keeping the allocated caches. DSI_ERR_BUSY if
-** another thread uses ctx; DSI_ERR_INVALID_ARGUMENT for NULL.
+** Forgets every token and the logits and gives the context's cache pages back to the
+** session's pool. DSI_ERR_BUSY if another thread uses ctx; DSI_ERR_INVALID_ARGUMENT for
+** NULL.
 */
 DSI_API dsi_status dsi_context_clear(dsi_context *ctx);
 
@@ -428,15 +437,17 @@ DSI_API dsi_status dsi_context_clear(dsi_context *ctx);
 DSI_API dsi_status dsi_context_truncate(dsi_context *ctx, int32_t length);
 
 /*
-** Bytes of the caches this context allocated (dsi_session_cache_bytes() for its n_ctx);
-** 0 for NULL. Thread-safe.
+** Bytes of the cache pages this context holds now (pages it shares with other contexts
+** count in full); dsi_session_cache_bytes() of its length. 0 for NULL. Not during
+** another thread's eval, clear or truncate of ctx.
 */
 DSI_API int64_t dsi_context_cache_bytes(const dsi_context *ctx);
 
 /* Performance counters of a context, as llama_perf_context_data gives them. */
 typedef struct dsi_context_perf {
     double  load_ms;        /* the session's dsi_session_open() wall time */
-    double  prompt_ms;      /* wall time in successful evals of more than one token */
+    double  prompt_ms;      /* wall time in successful evals of more than one token (a
+                               batch's time counts for each of its contexts) */
     int64_t prompt_tokens;  /* tokens in those evals */
     double  decode_ms;      /* wall time in successful evals of one token */
     int64_t decode_tokens;  /* number of those evals */
@@ -450,6 +461,74 @@ DSI_API dsi_context_perf dsi_context_perf_get(const dsi_context *ctx);
 
 /* Sets the prompt and decode counters to zero (not load_ms). NULL is a no-op. Thread-safe. */
 DSI_API void dsi_context_perf_reset(dsi_context *ctx);
+
+/* ==================================================================================
+** Serving: many contexts on one session
+**
+** A session keeps the caches of all its contexts in one pool of 64-token pages
+** (dsi_session_params.cache_budget). A context takes pages as it grows and gives them
+** back when cleared, truncated or freed. Full pages are content-addressed: a context
+** whose tokens begin with the same tokens as a page of another context (live, or freed
+** and still cached within the budget) reuses that page instead of computing it again,
+** and dsi_context_fork() shares every page. A shared page is copied before it is
+** written, so contexts never see each other's tokens. Results never depend on reuse or
+** on what else is in a batch: on CPU, logits are bit-identical to evaluating each
+** context alone from scratch.
+** ================================================================================*/
+
+/* One context's part of a batched evaluation: what dsi_context_eval() takes. */
+typedef struct dsi_batch_item {
+    dsi_context   *ctx;       /* a context of the session; at most once per batch */
+    const int32_t *tokens;    /* ids to append */
+    size_t         n_tokens;  /* >= 1: a prefill chunk or one decode token */
+    unsigned       flags;     /* DSI_EVAL_LOGITS_* */
+} dsi_batch_item;
+
+/*
+** Advances every item's context in shared forward passes (continuous batching: any mix
+** of prefills and decode tokens; the set of contexts may change from call to call).
+** Each item behaves exactly as dsi_context_eval(item.ctx, item.tokens, item.n_tokens,
+** item.flags): afterwards dsi_context_logits(item.ctx, ...) holds its logits.
+** All or nothing: on any error no context changes, and the message names the item
+** ("item 3: ..."): NULL or foreign ctx, the same ctx twice, an id out of range
+** (DSI_ERR_INVALID_TOKEN), a full context (DSI_ERR_CONTEXT_FULL), a context busy in
+** another thread (DSI_ERR_BUSY), the pool out of pages (DSI_ERR_NO_MEMORY). Every
+** item's abort callback is polled between layers and chunks; if one asks to stop the
+** whole call fails with DSI_ERR_CANCELLED.
+** Threading: any thread; the contexts are locked for the call (other calls on them get
+** DSI_ERR_BUSY). Several threads may run batches on one session at once.
+*/
+DSI_API dsi_status dsi_session_eval_batch(dsi_session *session, const dsi_batch_item *items,
+                                          size_t n_items);
+
+/*
+** A new context with ctx's tokens, logits and parameters that shares all of ctx's cache
+** pages (nothing is copied until one of them writes into a shared page). Free it with
+** dsi_context_free(); it stays valid after ctx is freed. DSI_ERR_BUSY if ctx is in use.
+*/
+DSI_API dsi_status dsi_context_fork(dsi_context *ctx, dsi_context **out);
+
+/*
+** How many of the context's tokens were taken from cached pages instead of being
+** computed (whole 64-token pages of a shared prefix). 0 for NULL.
+*/
+DSI_API int32_t dsi_context_reused_tokens(const dsi_context *ctx);
+
+/* The state of a session's cache pool (dsi_session_cache_stats). */
+typedef struct dsi_cache_stats {
+    size_t  budget_bytes;   /* the pool's budget */
+    size_t  page_bytes;     /* one page, all layers, in the backend's layout */
+    int32_t page_tokens;    /* tokens per page (64) */
+    int64_t n_pages;        /* pages in the pool */
+    int64_t pages_in_use;   /* held by at least one context */
+    int64_t pages_shared;   /* held by more than one context */
+    int64_t pages_cached;   /* held by none, kept for prefix reuse (evicted first) */
+    int64_t pages_free;
+    int64_t n_contexts;     /* live contexts of the session */
+} dsi_cache_stats;
+
+/* Fills *out with the pool's current state. Thread-safe. */
+DSI_API dsi_status dsi_session_cache_stats(const dsi_session *session, dsi_cache_stats *out);
 
 /* ==================================================================================
 ** Sampling

@@ -6,7 +6,6 @@
 #include "common/log.h"
 #include "common/params.h"
 #include "context_access.h"
-#include "model/cache_size.h"
 #include "session.h"
 #include "text/tokenizer.h"
 
@@ -23,10 +22,6 @@ namespace {
 // The v1 sizes of the params structs (their last v1 field's end).
 constexpr size_t kSessionParamsV1 = offsetof(dsi_session_params, log_level) + sizeof(dsi_log_level);
 constexpr size_t kContextParamsV1 = offsetof(dsi_context_params, abort_user_data) + sizeof(void *);
-
-// n_ctx 0 caps at this so that a default context of a 160K-position model does not
-// reserve caches for all of them.
-constexpr int64_t kDefaultNCtx = 4096;
 
 template <class T>
 T *need(T *handle, const char *what) {
@@ -138,7 +133,8 @@ int64_t dsi_session_weight_bytes(const dsi_session *s) { return s ? s->model->we
 
 int64_t dsi_session_cache_bytes(const dsi_session *s, int32_t n_ctx) {
     if (!s || n_ctx < 1 || n_ctx > s->model->cfg.max_position_embeddings) return -1;
-    return dsi::cache_bytes(s->model->cfg, n_ctx);
+    const int64_t pages = (n_ctx + dsi::kPageTokens - 1) / dsi::kPageTokens;
+    return pages * static_cast<int64_t>(s->cache_page_bytes);
 }
 
 int32_t dsi_session_eog_tokens(const dsi_session *s, int32_t *ids, size_t cap) {
@@ -170,23 +166,9 @@ dsi_status dsi_context_create(dsi_session *session, const dsi_context_params *pa
         need(out, "out");
         need(session, "session");
         const dsi_context_params p = dsi::read_params(params, dsi_context_default_params(), kContextParamsV1, "dsi_context");
-        const int64_t n_train = session->model->cfg.max_position_embeddings;
-        if (p.n_ctx < 0 || p.n_ctx > n_train)
-            fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)",
-                 p.n_ctx, (long long)n_train);
-        if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
-        auto ctx = std::make_unique<dsi_context>();
-        ctx->session = dsi::SessionRef(session);
-        if (p.n_ctx == 0 && n_train > kDefaultNCtx)
-            session->logf(DSI_LOG_WARN, "n_ctx 0: capped at %lld of the model's %lld positions (set n_ctx for more)",
-                          (long long)kDefaultNCtx, (long long)n_train);
-        ctx->cache = dsi::make_cache(*session->model, p.n_ctx == 0 ? std::min<int64_t>(n_train, kDefaultNCtx) : p.n_ctx);
-        ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
-        ctx->abort_callback = p.abort_callback;
-        ctx->abort_user_data = p.abort_user_data;
-        ctx->tokens.reserve(static_cast<size_t>(ctx->cache.n_ctx));
-        session->logf(DSI_LOG_INFO, "context: n_ctx %lld, %lld cache bytes, %d threads", (long long)ctx->cache.n_ctx,
-                      (long long)dsi::cache_bytes(session->model->cfg, ctx->cache.n_ctx), ctx->n_threads);
+        auto ctx = dsi::make_context(session, p);
+        session->logf(DSI_LOG_INFO, "context: n_ctx %lld (at most %lld cache bytes), %d threads", (long long)ctx->n_ctx,
+                      (long long)dsi_session_cache_bytes(session, static_cast<int32_t>(ctx->n_ctx)), ctx->n_threads);
         *out = ctx.release();
     });
 }
@@ -217,7 +199,7 @@ const float *dsi_context_logits(dsi_context *ctx, int32_t index) {
 }
 
 int32_t dsi_context_length(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->tokens.size()) : 0; }
-int32_t dsi_context_n_ctx(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->cache.n_ctx) : 0; }
+int32_t dsi_context_n_ctx(const dsi_context *ctx) { return ctx ? static_cast<int32_t>(ctx->n_ctx) : 0; }
 
 int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap) {
     if (!ctx) return 0;
@@ -228,7 +210,9 @@ int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap) 
 
 dsi_status dsi_context_clear(dsi_context *ctx) { return dsi_context_truncate(ctx, 0); }
 
-int64_t dsi_context_cache_bytes(const dsi_context *ctx) { return ctx ? dsi::allocated_bytes(ctx->cache) : 0; }
+int64_t dsi_context_cache_bytes(const dsi_context *ctx) {
+    return ctx ? static_cast<int64_t>(ctx->pages.size()) * static_cast<int64_t>(ctx->session->cache_page_bytes) : 0;
+}
 
 dsi_context_perf dsi_context_perf_get(const dsi_context *ctx) {
     dsi_context_perf p{};
@@ -254,10 +238,7 @@ dsi_status dsi_context_truncate(dsi_context *ctx, int32_t length) {
         if (length < 0 || static_cast<size_t>(length) > ctx->tokens.size())
             fail(DSI_ERR_INVALID_ARGUMENT, "cannot truncate to %d tokens: the context holds %zu", length,
                  ctx->tokens.size());
-        // Cache rows past `length` are simply overwritten by later evals.
-        ctx->tokens.resize(static_cast<size_t>(length));
-        ctx->logits.clear();
-        ctx->logits_rows = 0;
+        dsi::truncate_context(ctx, length);
     });
 }
 

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 
-namespace dsi {
+dsi_context::~dsi_context() {
+    if (!session.get()) return;
+    session->pages->release(pages);
+    session->n_contexts.fetch_sub(1);
+}
 
-// Long prompts are evaluated in chunks so that activations stay bounded; the caches
-// make the result identical to one pass.
-static constexpr int64_t kPrefillChunk = 256;
+namespace dsi {
 
 ContextLock::ContextLock(dsi_context *ctx) : ctx_(ctx) {
     if (ctx_->in_use.test_and_set(std::memory_order_acquire))
@@ -35,58 +37,65 @@ const float *context_logits_row(const dsi_context *ctx, int32_t index) {
     return ctx->logits.data() + row * ctx->session->model->cfg.vocab_size;
 }
 
-void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsigned flags,
-                  ForwardObserver *observer) {
-    if (!tokens) fail(DSI_ERR_INVALID_ARGUMENT, "tokens is NULL");
-    if (n_tokens == 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_tokens is 0: nothing to evaluate");
-    if (flags & ~DSI_EVAL_LOGITS_ALL) fail(DSI_ERR_INVALID_ARGUMENT, "unknown eval flags 0x%x", flags);
-    ContextLock lock(ctx);
-    const Model &m = *ctx->session->model;
-    const int64_t vocab = m.cfg.vocab_size;
-    const int64_t first = static_cast<int64_t>(ctx->tokens.size());
-    // Capacity first, compared unsigned: a huge n_tokens must not reach the id scan.
-    if (n_tokens > static_cast<size_t>(ctx->cache.n_ctx - first))
-        fail(DSI_ERR_CONTEXT_FULL, "%zu tokens do not fit: the context holds %lld of n_ctx %lld", n_tokens,
-             (long long)first, (long long)ctx->cache.n_ctx);
-    for (size_t i = 0; i < n_tokens; ++i)
-        if (tokens[i] < 0 || tokens[i] >= vocab)
-            fail(DSI_ERR_INVALID_TOKEN, "token id %d at position %zu is outside the vocabulary [0, %lld)", tokens[i],
-                 i, (long long)vocab);
-
-    const double start_ms = now_ms();
-    set_thread_compute_threads(ctx->n_threads);
-    const bool all = (flags & DSI_EVAL_LOGITS_ALL) != 0;
-    const int64_t n = static_cast<int64_t>(n_tokens);
-    std::vector<float> logits(static_cast<size_t>((all ? n : 1) * vocab));
-    ForwardRequest r;
-    r.observer = observer;
-    r.should_abort = [ctx] { return ctx->should_abort(); };
-    for (int64_t done = 0; done < n;) {
-        const int64_t chunk = std::min(kPrefillChunk, n - done);
-        r.ids = tokens + done;
-        r.tokens = chunk;
-        r.first_pos = first + done;
-        r.all_logits = all;
-        // Without DSI_EVAL_LOGITS_ALL only the last chunk's last row is needed.
-        r.logits = all ? logits.data() + done * vocab : logits.data();
-        forward(m, ctx->cache, r);
-        done += chunk;
-    }
-    // Commit only after every chunk succeeded: a failed call leaves the context as it was.
-    ctx->tokens.insert(ctx->tokens.end(), tokens, tokens + n_tokens);
-    ctx->logits = std::move(logits);
-    ctx->logits_rows = all ? n : 1;
-    const double ms = now_ms() - start_ms;
+void count_eval(dsi_context *ctx, int64_t n_tokens, double ms) {
     const auto us = static_cast<int64_t>(ms * 1000.0);
     if (n_tokens == 1) {
         ctx->decode_tokens.fetch_add(1, std::memory_order_relaxed);
         ctx->decode_us.fetch_add(us, std::memory_order_relaxed);
     } else {
-        ctx->prompt_tokens.fetch_add(n, std::memory_order_relaxed);
+        ctx->prompt_tokens.fetch_add(n_tokens, std::memory_order_relaxed);
         ctx->prompt_us.fetch_add(us, std::memory_order_relaxed);
     }
-    ctx->session->logf(DSI_LOG_DEBUG, "eval: %zu token(s) at position %lld in %.2f ms (context %lld/%lld)", n_tokens,
-                       (long long)first, ms, (long long)ctx->tokens.size(), (long long)ctx->cache.n_ctx);
+}
+
+std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_context_params &p) {
+    const int64_t n_train = session->model->cfg.max_position_embeddings;
+    if (p.n_ctx < 0 || p.n_ctx > n_train)
+        fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)", p.n_ctx,
+             (long long)n_train);
+    if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
+    auto ctx = std::make_unique<dsi_context>();
+    ctx->n_ctx = p.n_ctx == 0 ? n_train : p.n_ctx;
+    ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
+    ctx->abort_callback = p.abort_callback;
+    ctx->abort_user_data = p.abort_user_data;
+    ctx->session = SessionRef(session);
+    session->n_contexts.fetch_add(1);
+    return ctx;
+}
+
+std::unique_ptr<dsi_context> fork_context(dsi_context *ctx) {
+    auto copy = std::make_unique<dsi_context>();
+    copy->n_ctx = ctx->n_ctx;
+    copy->tokens = ctx->tokens;
+    copy->pages = ctx->pages;
+    copy->page_hashes = ctx->page_hashes;
+    copy->reused_tokens = ctx->reused_tokens;
+    copy->logits = ctx->logits;
+    copy->logits_rows = ctx->logits_rows;
+    copy->n_threads = ctx->n_threads;
+    {
+        std::lock_guard<std::mutex> lock(ctx->abort_mutex);
+        copy->abort_callback = ctx->abort_callback;
+        copy->abort_user_data = ctx->abort_user_data;
+    }
+    ctx->session->pages->retain(copy->pages);
+    copy->session = ctx->session;
+    ctx->session->n_contexts.fetch_add(1);
+    return copy;
+}
+
+void truncate_context(dsi_context *ctx, int64_t length) {
+    ctx->tokens.resize(static_cast<size_t>(length));
+    const size_t keep = static_cast<size_t>((length + kPageTokens - 1) / kPageTokens);
+    if (ctx->pages.size() > keep) {
+        ctx->session->pages->release(std::vector<int32_t>(ctx->pages.begin() + static_cast<int64_t>(keep), ctx->pages.end()));
+        ctx->pages.resize(keep);
+    }
+    ctx->page_hashes.resize(std::min(ctx->page_hashes.size(), static_cast<size_t>(length / kPageTokens)));
+    ctx->reused_tokens = std::min<int64_t>(ctx->reused_tokens, length);
+    ctx->logits.clear();
+    ctx->logits_rows = 0;
 }
 
 }  // namespace dsi

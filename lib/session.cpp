@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <thread>
@@ -81,6 +82,22 @@ std::vector<int64_t> generation_eos(const std::string &dir, int64_t vocab_size) 
     return ids;
 }
 
+// The session's page pool: as many whole pages as the budget holds.
+void create_cache_pool(dsi_session &s, size_t budget) {
+    Backend &be = *s.model->backend;
+    const CacheDims dims = cache_dims(s.model->cfg);
+    s.cache_page_bytes = be.cache_page_bytes(dims);
+    s.cache_budget = budget ? budget : be.default_cache_budget();
+    const int64_t n_pages = static_cast<int64_t>(std::min<size_t>(s.cache_budget / s.cache_page_bytes, INT32_MAX / kPageTokens));
+    if (n_pages < 1)
+        fail(DSI_ERR_INVALID_ARGUMENT, "cache_budget %zu bytes is less than one cache page (%zu bytes: %lld tokens of %lld layers)",
+             s.cache_budget, s.cache_page_bytes, (long long)kPageTokens, (long long)dims.layers);
+    s.cache_pool = be.alloc_cache_pool(dims, n_pages);
+    s.pages = std::make_unique<PageAllocator>(n_pages);
+    s.logf(DSI_LOG_INFO, "cache pool: %lld pages of %zu bytes (%lld tokens each) in a budget of %zu bytes",
+           (long long)n_pages, s.cache_page_bytes, (long long)kPageTokens, s.cache_budget);
+}
+
 }  // namespace
 
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params) {
@@ -110,6 +127,7 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
             static_cast<double>(s->model->weights.bytes) / (1024.0 * 1024.0), threads);
     if (s->eog_tokens.empty())
         s->logf(DSI_LOG_WARN, "%s names no eos_token_id: generation stops only at n_ctx or max tokens", model_dir);
+    create_cache_pool(*s, params.cache_budget);
 
     const std::string dir_tokenizer = std::string(model_dir) + "/tokenizer.json";
     std::string tok_path = params.tokenizer_path ? params.tokenizer_path : "";

@@ -3,6 +3,7 @@
 
 #include "dsinfer.h"
 #include "model/model.h"
+#include "serving/page_allocator.h"
 
 #include <atomic>
 #include <memory>
@@ -26,6 +27,12 @@ struct dsi_session {
     dsi_log_fn log = nullptr;
     void *log_user_data = nullptr;
     dsi_log_level log_level = DSI_LOG_WARN;
+    // The paged caches of every context (backend.h): memory, then its bookkeeping.
+    std::unique_ptr<dsi::CachePool> cache_pool;
+    std::unique_ptr<dsi::PageAllocator> pages;
+    size_t cache_budget = 0;      // bytes asked for
+    size_t cache_page_bytes = 0;  // bytes of one page, all layers
+    std::atomic<int64_t> n_contexts{0};
     std::vector<int32_t> eog_tokens;  // dsi_session_eog_tokens
     double load_ms = 0;
     std::atomic<int32_t> refs{1};
@@ -69,10 +76,13 @@ double now_ms();
 }  // namespace dsi
 
 struct dsi_context {
-    // First member, so destroyed last: the caches below belong to the session's backend.
+    // First member, so destroyed last: ~dsi_context returns its pages to the session.
     dsi::SessionRef session;
-    dsi::KvCache cache;
-    std::vector<int32_t> tokens;   // the sequence; cache rows [0, tokens.size()) are valid
+    int64_t n_ctx = 0;             // the most tokens this context may hold
+    std::vector<int32_t> tokens;   // the sequence; cache entries of [0, tokens.size()) are valid
+    std::vector<int32_t> pages;    // page table: pages[i] holds positions [64 i, 64 i + 64)
+    std::vector<uint64_t> page_hashes;  // prefix hash of each full page (page_allocator.h)
+    int64_t reused_tokens = 0;     // tokens of `tokens` taken from cached pages, not computed
     std::vector<float> logits;     // [logits_rows, n_vocab] of the last eval
     int64_t logits_rows = 0;
     int32_t n_threads = 0;
@@ -86,6 +96,8 @@ struct dsi_context {
 
     // Polled by the forward pass between layers.
     bool should_abort();
+
+    ~dsi_context();
 };
 
 namespace dsi {
@@ -93,10 +105,31 @@ namespace dsi {
 // Opens a session (the body of dsi_session_open). Throws dsi::Error.
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params);
 
-// The body of dsi_context_eval, with an optional observer of intermediate results
-// (used by the golden-data tests). Throws dsi::Error.
+// One context's share of a batched evaluation.
+struct EvalItem {
+    dsi_context *ctx = nullptr;
+    const int32_t *tokens = nullptr;
+    size_t n_tokens = 0;
+    unsigned flags = 0;
+};
+
+// Advances every item's context in shared forward passes (lib/serving/batch.cpp): all
+// succeed or none changes. Throws dsi::Error naming the bad item.
+void eval_batch(dsi_session *session, const EvalItem *items, size_t n_items, ForwardObserver *observer);
+
+// The body of dsi_context_eval (a batch of one), with an optional observer of
+// intermediate results (used by the golden-data tests). Throws dsi::Error.
 void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsigned flags,
                   ForwardObserver *observer);
+
+// A new empty context on `session` (the body of dsi_context_create).
+std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_context_params &p);
+
+// A context sharing every page of ctx (which the caller has locked).
+std::unique_ptr<dsi_context> fork_context(dsi_context *ctx);
+
+// Drops tokens [length, end) of ctx and the pages that held only them.
+void truncate_context(dsi_context *ctx, int64_t length);
 
 // Marks a context busy for the lifetime of the guard; DSI_ERR_BUSY if another thread
 // holds it.

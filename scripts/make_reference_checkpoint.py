@@ -15,7 +15,7 @@ What it does:
              kv_lora_rank 512, q_lora_rank 384 (not a multiple of 128: partial FP8 blocks),
              indexer 8 heads x 128 dims with top-k 64, 16 routed experts in 8 groups
              (top-4 groups, 6 experts per token), 2 shared experts, one dense layer.
-  weights    random (own seeded init, below): projections with unit-gain std
+  weights    random (reference_common.init_weights): projections with unit-gain std
              1/sqrt(fan_in), q_b_proj/kv_b_proj 1.5x that so that attention is peaked
              (score std ~3.5), router std 0.1 (logit std ~1.6), e_score_correction_bias
              N(0, 0.05) so that the bias changes some expert choices, norm weights
@@ -56,11 +56,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-T_START = time.time()
-
-
-def log(*a):
-    print(f"[{time.time() - T_START:7.1f}s]", *a, flush=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_common as rc  # noqa: E402
+from reference_common import log  # noqa: E402
 
 
 ap = argparse.ArgumentParser()
@@ -219,39 +217,8 @@ assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_p
 H, I_MOE = cfg.hidden_size, cfg.moe_intermediate_size
 
 
-def init_weights(m, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            r = torch.randn(p.shape, generator=g)
-            if n.endswith("norm.weight"):
-                v = 1.0 + 0.1 * r
-            elif n.endswith("k_norm.bias"):
-                v = 0.1 * r
-            elif n == "model.embed_tokens.weight":
-                v = r
-            elif n.endswith("mlp.gate.weight"):
-                v = 0.1 * r
-            elif n.endswith("experts.gate_up_proj"):
-                v = r / math.sqrt(H)
-            elif n.endswith("experts.down_proj"):
-                v = r / math.sqrt(I_MOE)
-            elif n.endswith(("q_b_proj.weight", "kv_b_proj.weight")):
-                v = 1.5 * r / math.sqrt(p.shape[1])
-            elif n.endswith(".weight") and p.dim() == 2:
-                v = r / math.sqrt(p.shape[1])
-            else:
-                raise AssertionError("no init rule for %s %s" % (n, tuple(p.shape)))
-            p.copy_(v)
-        nb = 0
-        for n, b in m.named_buffers():
-            if n.endswith("e_score_correction_bias"):
-                b.copy_(0.05 * torch.randn(b.shape, generator=g))
-                nb += 1
-        assert nb == cfg.num_hidden_layers - cfg.first_k_dense_replace
-
-
-init_weights(model, args.weight_seed)
+n_bias = rc.init_weights(model, args.weight_seed, H, I_MOE)
+assert n_bias == cfg.num_hidden_layers - cfg.first_k_dense_replace
 log("params", sum(p.numel() for p in model.parameters()))
 
 # ----------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ struct CpuContext {
     dsi_context *c = nullptr;
     explicit CpuContext(dsi_session *s) {
         dsi_context_params p = dsi_context_default_params();
-        p.n_ctx = 512;
+        p.n_ctx = std::min(512, dsi_session_n_ctx_train(s));
         REQUIRE_MESSAGE(dsi_context_create(s, &p, &c) == DSI_OK, dsi_last_error());
     }
     ~CpuContext() { dsi_context_free(c); }

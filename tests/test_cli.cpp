@@ -106,11 +106,11 @@ std::string join(const std::vector<int32_t> &ids, const char *sep) {
     return s;
 }
 
-// One tensor of the golden safetensors file (little-endian host assumed, as the
-// file's data is little-endian).
+// One tensor of a safetensors file (little-endian host assumed, as the file's data is
+// little-endian).
 template <class T>
-std::vector<T> golden(const std::string &name) {
-    const std::string file = slurp(kGolden);
+std::vector<T> tensor_of(const std::string &path, const std::string &name) {
+    const std::string file = slurp(path);
     REQUIRE(file.size() > 8);
     uint64_t header_len = 0;
     std::memcpy(&header_len, file.data(), 8);
@@ -120,6 +120,11 @@ std::vector<T> golden(const std::string &name) {
     std::vector<T> v((end - begin) / sizeof(T));
     std::memcpy(v.data(), file.data() + 8 + header_len + begin, end - begin);
     return v;
+}
+
+template <class T>
+std::vector<T> golden(const std::string &name) {
+    return tensor_of<T>(kGolden, name);
 }
 
 struct Npy {
@@ -515,6 +520,31 @@ TEST_CASE("render-chat reproduces DeepSeek's encoder byte for byte") {
     const Result missing = run({"render-chat", "--input", "/nonexistent/conversation.json"});
     CHECK(missing.status == 1);
     CHECK(contains(missing.err, "/nonexistent/conversation.json"));
+}
+
+TEST_CASE("logits of every reference sweep case match transformers float64 (tests/data/sweep)") {
+    std::ifstream in(DSI_TEST_DATA_DIR "/sweep/cases.json");
+    REQUIRE(in.good());
+    const nlohmann::json manifest = nlohmann::json::parse(in);
+    REQUIRE(manifest["cases"].size() >= 24);
+    TempDir dir;
+    for (const auto &c : manifest["cases"]) {
+        const std::string name = c["name"], model = DSI_TEST_DATA_DIR "/sweep/" + name;
+        const std::string ref = model + "/reference.safetensors", out = dir.path + "/" + name + ".npy";
+        const std::vector<int32_t> input = tensor_of<int32_t>(ref, "long.input_ids");
+        const std::vector<float> expected = tensor_of<float>(ref, "long.logits");
+        const Result r = run({"logits", "--model", model, "--ids", join(input, ","), "--out", out});
+        INFO(name << ": " << r.err);
+        CHECK(r.status == 0);
+        const Npy got = read_npy(out);
+        const size_t vocab = expected.size() / input.size();
+        CHECK(contains(got.header, "'shape': (" + std::to_string(input.size()) + ", " + std::to_string(vocab) + ")"));
+        REQUIRE(got.data.size() == expected.size());
+        double max_diff = 0;
+        for (size_t i = 0; i < expected.size(); ++i)
+            max_diff = std::max(max_diff, static_cast<double>(std::fabs(got.data[i] - expected[i])));
+        CHECK(max_diff <= 2e-3);  // tests/data/golden/README.md
+    }
 }
 
 TEST_CASE("tokenize prints the ids of the DeepSeek-V3 tokenizer") {

@@ -242,7 +242,6 @@ TEST_CASE("golden tiny-bf16 config") {
     CHECK(c.moe_intermediate_size == 128);
     CHECK(c.num_hidden_layers == 4);
     CHECK(c.first_k_dense_replace == 1);
-    CHECK(c.moe_layer_freq == 1);
     CHECK(c.num_nextn_predict_layers == 0);
     CHECK(c.num_attention_heads == 4);
     CHECK(c.q_lora_rank == 128);
@@ -599,17 +598,34 @@ TEST_CASE("out-of-range and inconsistent values are DSI_ERR_CONFIG") {
         });
 }
 
+TEST_CASE("configurations that are not DeepSeek-V3/V3.2 are DSI_ERR_CONFIG naming key and value") {
+    run_bad_cases(
+        kGoldenBf16,
+        {
+            {"softmax scoring (DeepSeek-V2)", [](json &j) { j["scoring_func"] = "softmax"; }, DSI_ERR_CONFIG,
+             "'scoring_func' is \"softmax\""},
+            {"greedy top-k (DeepSeek-V2)", [](json &j) { j["topk_method"] = "greedy"; }, DSI_ERR_CONFIG,
+             "'topk_method' is \"greedy\""},
+            {"group_limited_greedy (DeepSeek-V2)", [](json &j) { j["topk_method"] = "group_limited_greedy"; },
+             DSI_ERR_CONFIG, "'topk_method' is \"group_limited_greedy\""},
+            {"gelu", [](json &j) { j["hidden_act"] = "gelu"; }, DSI_ERR_CONFIG, "'hidden_act' is \"gelu\""},
+            {"MoE every other layer (DeepSeek-V2's moe_layer_freq)", [](json &j) { j["moe_layer_freq"] = 2; },
+             DSI_ERR_CONFIG, "'moe_layer_freq' is 2"},
+            {"V3.2 without a q latent", [](json &j) { j["q_lora_rank"] = nullptr; }, DSI_ERR_CONFIG,
+             "'q_lora_rank' is null"},
+            {"YaRN whose original length is not below max_position_embeddings",
+             [](json &j) { j["rope_scaling"]["original_max_position_embeddings"] = j["max_position_embeddings"]; },
+             DSI_ERR_CONFIG, "'rope_scaling.original_max_position_embeddings' is 512, not below"},
+            {"YaRN without original_max_position_embeddings",
+             [](json &j) { j["rope_scaling"].erase("original_max_position_embeddings"); }, DSI_ERR_CONFIG,
+             "missing required key 'rope_scaling.original_max_position_embeddings'"},
+        });
+}
+
 TEST_CASE("semantics dsinfer does not implement are DSI_ERR_UNSUPPORTED") {
     run_bad_cases(
         kGoldenBf16,
         {
-            {"softmax scoring", [](json &j) { j["scoring_func"] = "softmax"; }, DSI_ERR_UNSUPPORTED,
-             "'scoring_func'"},
-            {"greedy top-k (DeepSeek-V2)", [](json &j) { j["topk_method"] = "greedy"; }, DSI_ERR_UNSUPPORTED,
-             "'topk_method'"},
-            {"group_limited_greedy", [](json &j) { j["topk_method"] = "group_limited_greedy"; },
-             DSI_ERR_UNSUPPORTED, "'topk_method'"},
-            {"gelu", [](json &j) { j["hidden_act"] = "gelu"; }, DSI_ERR_UNSUPPORTED, "'hidden_act'"},
             {"attention bias", [](json &j) { j["attention_bias"] = true; }, DSI_ERR_UNSUPPORTED,
              "'attention_bias'"},
             {"mlp bias", [](json &j) { j["mlp_bias"] = true; }, DSI_ERR_UNSUPPORTED, "'mlp_bias'"},

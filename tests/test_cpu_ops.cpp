@@ -104,6 +104,70 @@ std::vector<int32_t> download_i32(Backend &be, const int32_t *p, size_t n) {
     return v;
 }
 
+// One sequence's cache entries for positions [0, n_ctx), written with cache_store into
+// a pool whose pages are in shuffled order with spare pages between them (the last page
+// partly filled), and the page table and per-row sequence arrays that address them.
+struct PagedSeq {
+    std::unique_ptr<dsi::CachePool> pool;
+    std::vector<int32_t> table;  // page of each 64 positions
+    Buffer table_b, row_seq_b, row_pos_b;
+    dsi::RowSequences seqs;
+
+    int32_t slot(int64_t pos) const {
+        return table[static_cast<size_t>(pos / dsi::kPageTokens)] * static_cast<int32_t>(dsi::kPageTokens) +
+               static_cast<int32_t>(pos % dsi::kPageTokens);
+    }
+};
+
+// latent/k_rope [n_ctx, rank/rope] (empty for an indexer-only pool), keys [n_ctx, index_dim]
+// (empty for an MLA-only pool); rows t of the query batch sit at first_pos + t.
+PagedSeq make_paged(Backend &be, Rng &g, int64_t n_ctx, int64_t rank, int64_t rope, int64_t index_dim,
+                    const std::vector<float> &latent, const std::vector<float> &k_rope,
+                    const std::vector<float> &keys, int64_t first_pos, int64_t T) {
+    PagedSeq ps;
+    const int64_t used = (n_ctx + dsi::kPageTokens - 1) / dsi::kPageTokens, n_pages = 2 * used + 1;
+    dsi::CacheDims d;
+    d.layers = 1;
+    d.kv_lora_rank = rank;
+    d.rope_dim = rope;
+    d.index_dim = index_dim;
+    ps.pool = be.alloc_cache_pool(d, n_pages);
+    std::vector<int32_t> ids(static_cast<size_t>(n_pages));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), g);
+    ps.table.assign(ids.begin(), ids.begin() + used);
+    std::vector<int32_t> slots(static_cast<size_t>(n_ctx));
+    for (int64_t s = 0; s < n_ctx; ++s) slots[static_cast<size_t>(s)] = ps.slot(s);
+    const std::vector<float> zero_lat(static_cast<size_t>(n_ctx * rank)), zero_rope(static_cast<size_t>(n_ctx * rope));
+    Buffer sb = upload_i32(be, slots);
+    Buffer lb = upload(be, latent.empty() ? zero_lat : latent), rb = upload(be, k_rope.empty() ? zero_rope : k_rope);
+    Buffer kb = upload(be, keys.empty() ? std::vector<float>{0.f} : keys);
+    dsi::CacheStoreParams st;
+    st.mla_pages = ps.pool->mla[0];
+    st.index_pages = index_dim ? ps.pool->index[0] : nullptr;
+    st.slots = sb.i32();
+    st.rows = n_ctx;
+    st.latent = lb.f32();
+    st.latent_stride = rank;
+    st.k_rope = rb.f32();
+    st.k_rope_stride = rope;
+    st.index_key = kb.f32();
+    st.kv_lora_rank = rank;
+    st.rope_dim = rope;
+    st.index_dim = index_dim;
+    be.cache_store(st);
+    ps.table_b = upload_i32(be, ps.table);
+    std::vector<int32_t> row_pos(static_cast<size_t>(T));
+    std::iota(row_pos.begin(), row_pos.end(), static_cast<int32_t>(first_pos));
+    ps.row_seq_b = upload_i32(be, std::vector<int32_t>(static_cast<size_t>(T), 0));
+    ps.row_pos_b = upload_i32(be, row_pos);
+    ps.seqs.row_seq = ps.row_seq_b.i32();
+    ps.seqs.row_pos = ps.row_pos_b.i32();
+    ps.seqs.page_table = ps.table_b.i32();
+    ps.seqs.page_table_stride = used;
+    return ps;
+}
+
 float bits_to_f(uint32_t b) {
     float f;
     std::memcpy(&f, &b, 4);
@@ -301,7 +365,8 @@ TEST_CASE("embed: bf16 / f32 table rows copied exactly") {
         const std::vector<int32_t> ids = {0, 49, 3, 3, 17, 0, 48, 25, 1};
         const int64_t n = static_cast<int64_t>(ids.size());
         Buffer out = be->alloc(static_cast<size_t>(n * dim) * 4);
-        be->embed(*T->m, ids.data(), n, out.f32());
+        Buffer idb = upload_i32(*be, ids);
+        be->embed(*T->m, idb.i32(), n, out.f32());
         const auto y = download(*be, out.f32(), static_cast<size_t>(n * dim));
         int mismatches = 0;
         for (int64_t i = 0; i < n; ++i)
@@ -424,6 +489,10 @@ TEST_CASE("rope: interleaved and half-split rotation of strided heads vs complex
         CAPTURE(c.what);
         Rng g(seed++);
         const int64_t half = c.rope_dim / 2, n_pos = c.first_pos + c.rows + 3;
+        // Every row has its own position (a batch mixes sequences): first_pos + a permutation.
+        std::vector<int32_t> positions(static_cast<size_t>(c.rows));
+        std::iota(positions.begin(), positions.end(), static_cast<int32_t>(c.first_pos));
+        std::shuffle(positions.begin(), positions.end(), g);
         const double theta = 10000.0;
         std::vector<double> inv(static_cast<size_t>(half));
         for (int64_t i = 0; i < half; ++i) inv[i] = std::pow(theta, -2.0 * double(i) / double(c.rope_dim));
@@ -445,7 +514,7 @@ TEST_CASE("rope: interleaved and half-split rotation of strided heads vs complex
                     const int64_t ia = base + (c.style == RopeStyle::Interleaved ? 2 * i : i);
                     const int64_t ib = base + (c.style == RopeStyle::Interleaved ? 2 * i + 1 : i + half);
                     // (a + ib) * e^{i angle}, angle = inv_freq[i] * position
-                    const double angle = inv[i] * double(c.first_pos + r);
+                    const double angle = inv[i] * double(positions[static_cast<size_t>(r)]);
                     const double a = x[ia], b = x[ib];
                     ref[ia] = a * std::cos(angle) - b * std::sin(angle);
                     ref[ib] = b * std::cos(angle) + a * std::sin(angle);
@@ -463,7 +532,8 @@ TEST_CASE("rope: interleaved and half-split rotation of strided heads vs complex
         v.head_stride = c.head_stride;
         v.offset = c.offset;
         dsi::RopeTable tab{cb.f32(), sb.f32(), half};
-        be->rope(v, c.rope_dim, c.style, c.first_pos, tab);
+        Buffer pb = upload_i32(*be, positions);
+        be->rope(v, c.rope_dim, c.style, pb.i32(), tab);
         const auto y = download(*be, xb.f32(), n);
         // cos/sin rounded to float32 (u) plus two products and a sum: <= ~4u |x| ~ 5e-7.
         check_close(c.style == RopeStyle::Interleaved ? "rope interleaved" : "rope half-split", y.data(), ref, 2e-6);
@@ -490,11 +560,7 @@ dsi::ModelConfig rope_config(const char *type, int64_t rope_dim, double theta) {
 std::vector<double> yarn_inv_freq_ref(const dsi::ModelConfig &cfg, int64_t *low_out, int64_t *high_out) {
     const auto &r = cfg.rope;
     const double base = r.theta, dim = double(cfg.qk_rope_head_dim);
-    double factor = r.factor, original = double(cfg.max_position_embeddings);
-    if (r.original_max_position_embeddings > 0) {
-        original = double(r.original_max_position_embeddings);
-        factor = double(cfg.max_position_embeddings) / original;
-    }
+    const double factor = r.factor, original = double(r.original_max_position_embeddings);
     auto find_correction_dim = [&](double rot) {
         return dim * std::log(original / (rot * 2.0 * M_PI)) / (2.0 * std::log(base));
     };
@@ -660,7 +726,7 @@ MlaOut run_mla(Backend &be, const MlaCase &c, bool check) {
 
     // Selection: own position plus a random causal subset; counts vary per row (row 0
     // only itself, row 1 as many as fit); entries past the count are -1 (never read).
-    std::vector<int32_t> sel, cnt;
+    std::vector<int32_t> sel;
     std::vector<std::vector<int64_t>> rows_sel(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
         const int64_t pos = c.first_pos + t;
@@ -686,13 +752,15 @@ MlaOut run_mla(Backend &be, const MlaCase &c, bool check) {
         for (int64_t t = 0; t < T; ++t) {
             const auto &rs = rows_sel[static_cast<size_t>(t)];
             for (size_t j = 0; j < rs.size(); ++j) sel[t * c.select_stride + j] = static_cast<int32_t>(rs[j]);
-            cnt.push_back(static_cast<int32_t>(rs.size()));
         }
     }
 
-    Buffer qb = upload(be, q), qrb = upload(be, q_rope), lb = upload(be, latent), krb = upload(be, k_rope);
+    // The cache in pages; selections become physical slots, -1 past each row's count.
+    const PagedSeq ps = make_paged(be, g, n_ctx, rank, rd, 0, latent, k_rope, {}, c.first_pos, T);
+    for (int32_t &e : sel)
+        if (e >= 0) e = ps.slot(e);
+    Buffer qb = upload(be, q), qrb = upload(be, q_rope);
     Buffer selb = upload_i32(be, sel.empty() ? std::vector<int32_t>{0} : sel);
-    Buffer cntb = upload_i32(be, cnt.empty() ? std::vector<int32_t>{0} : cnt);
     Buffer qlb = be.alloc(static_cast<size_t>(T * H * rank) * 4);
     Buffer lob = be.alloc(static_cast<size_t>(T * H * rank) * 4);
     Buffer ob = be.alloc(static_cast<size_t>(T * H * vd) * 4);
@@ -708,13 +776,11 @@ MlaOut run_mla(Backend &be, const MlaCase &c, bool check) {
     dsi::SparseMlaParams p;
     p.q_latent = qlb.f32();
     p.q_rope = qrb.f32();
-    p.latent = lb.f32();
-    p.k_rope = krb.f32();
+    p.mla_pages = ps.pool->mla[0];
     p.select = c.select_stride ? selb.i32() : nullptr;
-    p.select_count = c.select_stride ? cntb.i32() : nullptr;
     p.select_stride = c.select_stride;
+    p.seqs = ps.seqs;
     p.tokens = T;
-    p.first_pos = c.first_pos;
     p.heads = H;
     p.kv_lora_rank = rank;
     p.rope_dim = rd;
@@ -818,27 +884,46 @@ struct IdxOut {
     std::vector<int32_t> select, count;
 };
 
+// Keys go into a paged pool (shuffled pages); the count of a row is its entries before
+// the first -1, and the physical slots written alongside must match the page table.
 IdxOut run_indexer(Backend &be, const IdxCase &c, const std::vector<float> &q, const std::vector<float> &w,
                    const std::vector<float> &keys, float weight_scale, float scale) {
-    Buffer qb = upload(be, q), wb = upload(be, w), kb = upload(be, keys);
-    Buffer sb = be.alloc(static_cast<size_t>(c.T * c.topk) * 4), cb = be.alloc(static_cast<size_t>(c.T) * 4);
+    Rng g(c.seed + 17);
+    const PagedSeq ps = make_paged(be, g, c.first_pos + c.T, 4, 2, c.dim, {}, {}, keys, c.first_pos, c.T);
+    Buffer qb = upload(be, q), wb = upload(be, w);
+    Buffer sb = be.alloc(static_cast<size_t>(c.T * c.topk) * 4), slb = be.alloc(static_cast<size_t>(c.T * c.topk) * 4);
     std::vector<int32_t> fill(static_cast<size_t>(c.T * c.topk), -7);
     be.from_host(fill.data(), fill.size() * 4, sb.i32());
     dsi::IndexerTopkParams p;
     p.q = qb.f32();
     p.weights = wb.f32();
     p.weight_scale = weight_scale;
-    p.keys = kb.f32();
+    p.index_pages = ps.pool->index[0];
+    p.seqs = ps.seqs;
     p.tokens = c.T;
-    p.first_pos = c.first_pos;
     p.heads = c.heads;
     p.dim = c.dim;
     p.topk = c.topk;
     p.scale = scale;
     p.select = sb.i32();
-    p.select_count = cb.i32();
+    p.select_slots = slb.i32();
     be.indexer_topk(p);
-    return {download_i32(be, sb.i32(), fill.size()), download_i32(be, cb.i32(), static_cast<size_t>(c.T))};
+    IdxOut o{download_i32(be, sb.i32(), fill.size()), std::vector<int32_t>(static_cast<size_t>(c.T), 0)};
+    const auto slots = download_i32(be, slb.i32(), fill.size());
+    int bad_slots = 0, bad_padding = 0;
+    for (int64_t t = 0; t < c.T; ++t) {
+        const int32_t *row = &o.select[static_cast<size_t>(t * c.topk)];
+        int32_t &n = o.count[static_cast<size_t>(t)];
+        while (n < c.topk && row[n] >= 0) ++n;
+        for (int64_t j = 0; j < c.topk; ++j) {
+            const size_t at = static_cast<size_t>(t * c.topk + j);
+            if (j >= n) bad_padding += row[j] != -1 || slots[at] != -1;
+            else bad_slots += slots[at] != ps.slot(row[j]);
+        }
+    }
+    CHECK(bad_slots == 0);
+    CHECK(bad_padding == 0);
+    return o;
 }
 
 }  // namespace

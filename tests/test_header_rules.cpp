@@ -484,13 +484,21 @@ TEST_CASE("introspection: config values, parameters, bytes, caches") {
     CHECK(dsi_session_n_params(s) == params);
     CHECK(dsi_session_weight_bytes(s) == bytes);
 
-    const int64_t per_token = dsi_session_cache_bytes(s, 1);
-    CHECK(per_token == 4 * (4 * (128 + 16 + 128) + 16));
-    CHECK(dsi_session_cache_bytes(s, 100) == 100 * per_token);
+    // 64-token pages of float32 latent (128) + rope key (16) + indexer key (128) per layer (4).
+    const int64_t page = 64 * 4 * (128 + 16 + 128) * 4;
+    dsi_cache_stats stats;
+    REQUIRE(dsi_session_cache_stats(s, &stats) == DSI_OK);
+    CHECK(static_cast<int64_t>(stats.page_bytes) == page);
+    CHECK(dsi_session_cache_bytes(s, 1) == page);
+    CHECK(dsi_session_cache_bytes(s, 64) == page);
+    CHECK(dsi_session_cache_bytes(s, 65) == 2 * page);
     CHECK(dsi_session_cache_bytes(s, 0) == -1);
     CHECK(dsi_session_cache_bytes(s, 513) == -1);
     dsi_context *c = make_ctx(s, 100);
-    CHECK(dsi_context_cache_bytes(c) == 100 * per_token);
+    CHECK(dsi_context_cache_bytes(c) == 0);
+    std::vector<int32_t> ids(70, 5);
+    REQUIRE(dsi_context_eval(c, ids.data(), ids.size(), 0) == DSI_OK);
+    CHECK(dsi_context_cache_bytes(c) == dsi_session_cache_bytes(s, 70));
     dsi_context_free(c);
     dsi_session_free(s);
 }

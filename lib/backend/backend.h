@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace dsi {
 
@@ -86,38 +87,137 @@ struct HeadView {
     int64_t offset = 0;
 };
 
+// ==================================================================================
+// Paged caches
+//
+// A session owns ONE cache pool: n_pages pages, allocated once by the backend
+// (alloc_cache_pool) from the session's byte budget. A page holds the cache entries of
+// kPageTokens consecutive logical positions of one sequence, for every layer: page p of
+// layer l lives at CachePool::mla[l] + p * mla_page_bytes (and index[l] + p *
+// index_page_bytes for the DSA indexer keys), so one page id addresses the same
+// positions in all layers (as vLLM's block tables and FlashMLA's paged KV cache).
+// Which bytes a page holds per token is the backend's choice and never seen outside it:
+//   CPU:  MLA page   = [64, kv_lora_rank] float32 latent, then [64, rope_dim] float32
+//                      rotated rope key;
+//         index page = [64, index_dim] float32 indexer key (after k_norm + RoPE).
+//   GPU (planned): bf16 latent+rope [64, 576] or FlashMLA's 656-byte FP8 record per
+//         token; FP8 indexer keys with one fp32 scale per token (132 B/token), in
+//         DeepGEMM's paged layout.
+// The model never writes cache memory itself: cache_store() puts a batch's rows into
+// their slots, cache_gather() reads them back as float32 (saved state).
+//
+// Index conventions (all int32, all in backend memory):
+//   slot          = page * kPageTokens + offset: the physical address of one token's
+//                   entries; -1 = no token (FlashMLA's convention).
+//   logical pos   = the token's position in its own sequence, 0-based.
+//   page table    = [n_seqs, page_table_stride]: entry i of sequence s is the page that
+//                   holds its positions [64 i, 64 i + 64); unused entries are -1.
+//   rows          = the batch's query rows (tokens evaluated in this forward), each with
+//                   row_seq[r] (its sequence, an index into the page table) and
+//                   row_pos[r] (its logical position). A row sees exactly the positions
+//                   [0, row_pos[r]] of its own sequence, whose entries must all be in the
+//                   pool when the op runs (earlier evals, shared prefix pages, or the
+//                   cache_store of this same forward).
+// Ownership: page allocation, reference counts, prefix sharing and copy-on-write are
+// host bookkeeping above the backend (lib/serving). A backend op never allocates pages
+// and never reads host memory (except where a parameter says "host"), so a decode step
+// issues kernels only, with no host synchronisation.
+// ==================================================================================
+
+constexpr int64_t kPageTokens = 64;
+
+// What a pool's pages must hold, per token and layer.
+struct CacheDims {
+    int64_t layers = 0;
+    int64_t kv_lora_rank = 0;  // 512 in the released model
+    int64_t rope_dim = 0;      // 64
+    int64_t index_dim = 0;     // 128; 0 = no indexer (dense MLA model)
+};
+
+// The pages of one session, in backend memory. Created by Backend::alloc_cache_pool.
+class CachePool {
+public:
+    virtual ~CachePool() = default;
+    CacheDims dims;
+    int64_t n_pages = 0;
+    size_t mla_page_bytes = 0;    // one layer's MLA entries of one page
+    size_t index_page_bytes = 0;  // one layer's indexer entries of one page (0 if dense)
+    std::vector<void *> mla;      // [layers] base of [n_pages] pages
+    std::vector<void *> index;    // [layers] base of [n_pages] pages; empty if dense
+};
+
+// Writes rows [0, rows) into the cache entries at slots[r] of one layer.
+struct CacheStoreParams {
+    void *mla_pages = nullptr;         // CachePool::mla[layer]
+    void *index_pages = nullptr;       // CachePool::index[layer]; NULL = no indexer key
+    const int32_t *slots = nullptr;    // [rows] physical slots; -1 = skip the row
+    int64_t rows = 0;
+    const float *latent = nullptr;     // row r at latent + r * latent_stride [kv_lora_rank]
+    int64_t latent_stride = 0;
+    const float *k_rope = nullptr;     // row r at k_rope + r * k_rope_stride [rope_dim]
+    int64_t k_rope_stride = 0;
+    const float *index_key = nullptr;  // [rows, index_dim] contiguous
+    int64_t kv_lora_rank = 0, rope_dim = 0, index_dim = 0;
+};
+
+// Reads the entries at slots[r] back as float32 (the inverse of cache_store; exact on
+// CPU, the stored precision on GPU). Used to save state, not on the decode path.
+struct CacheGatherParams {
+    const void *mla_pages = nullptr;
+    const void *index_pages = nullptr;  // NULL = skip index keys
+    const int32_t *slots = nullptr;     // [rows]
+    int64_t rows = 0;
+    float *latent = nullptr;            // [rows, kv_lora_rank]
+    float *k_rope = nullptr;            // [rows, rope_dim]
+    float *index_key = nullptr;         // [rows, index_dim]
+    int64_t kv_lora_rank = 0, rope_dim = 0, index_dim = 0;
+};
+
+// The batch's rows and sequences, shared by the ops that read a row's own sequence.
+struct RowSequences {
+    const int32_t *row_seq = nullptr;     // [rows] sequence of each row
+    const int32_t *row_pos = nullptr;     // [rows] logical position of each row
+    const int32_t *page_table = nullptr;  // [n_seqs, page_table_stride]
+    int64_t page_table_stride = 0;
+};
+
 // Sparse (or dense) MLA in absorbed MQA form over the latent cache:
 //   score[t,h,s] = scale * (q_latent[t,h] . latent[s] + q_rope[t,h] . k_rope[s])
-//   out[t,h]     = sum_s softmax_s(score) * latent[s]        for s in the selection
+//   out[t,h]     = sum_s softmax_s(score) * latent[s]
+// over s in row t's selection: the physical slots select[t, 0..select_stride) (-1
+// entries are skipped; valid entries come first), as FlashMLA's sparse kernels take
+// them. With select == NULL (a dense model) row t attends to every position
+// [0, row_pos[t]] of its sequence, read through the page table.
 struct SparseMlaParams {
     const float *q_latent = nullptr;   // [T, heads, kv_lora_rank]
     const float *q_rope = nullptr;     // [T, heads, rope_dim] contiguous
-    const float *latent = nullptr;     // cache [n_ctx, kv_lora_rank]
-    const float *k_rope = nullptr;     // cache [n_ctx, rope_dim]
-    const int32_t *select = nullptr;   // [T, select_stride] token indices; NULL = dense causal
-    const int32_t *select_count = nullptr;  // [T] valid entries of each row of `select`
+    const void *mla_pages = nullptr;   // CachePool::mla[layer]
+    const int32_t *select = nullptr;   // [T, select_stride] slots; NULL = dense causal
     int64_t select_stride = 0;
+    RowSequences seqs;                 // dense mode only
     int64_t tokens = 0;                // T
-    int64_t first_pos = 0;             // position of token 0 of this call (dense mode)
     int64_t heads = 0, kv_lora_rank = 0, rope_dim = 0;
     float scale = 0.0f;
     float *out = nullptr;              // [T, heads, kv_lora_rank]
 };
 
-// The lightning indexer's scores and causal top-k selection:
-//   I[t,s] = sum_h w[t,h] * ReLU(scale * q[t,h] . k[s]),   s <= pos(t)
-// Row t keeps min(topk, pos(t)+1) indices; ties go to the lower index. Indices are
-// written in ascending order.
+// The lightning indexer's scores and causal top-k selection over each row's sequence:
+//   I[t,s] = sum_h w[t,h] * ReLU(scale * q[t,h] . k[s]),   s in [0, row_pos[t]]
+// Row t keeps min(topk, row_pos[t]+1) logical positions, ascending; ties go to the
+// earlier position; the rest of the row is -1. When select_slots is non-NULL the same
+// selection is also written as physical slots (the input of sparse_mla), so the
+// conversion costs no extra launch.
 struct IndexerTopkParams {
     const float *q = nullptr;          // [T, index_heads, index_dim]
     const float *weights = nullptr;    // [T, index_heads] from weights_proj
     float weight_scale = 1.0f;         // index_heads^-0.5, applied to weights
-    const float *keys = nullptr;       // cache [n_ctx, index_dim]
-    int64_t tokens = 0, first_pos = 0;
+    const void *index_pages = nullptr; // CachePool::index[layer]
+    RowSequences seqs;
+    int64_t tokens = 0;
     int64_t heads = 0, dim = 0, topk = 0;
     float scale = 0.0f;
-    int32_t *select = nullptr;         // [T, topk]
-    int32_t *select_count = nullptr;   // [T]
+    int32_t *select = nullptr;         // [T, topk] logical positions
+    int32_t *select_slots = nullptr;   // [T, topk] physical slots, or NULL
 };
 
 // DeepSeekMoE routing: sigmoid scores + e_score_correction_bias, group-limited top-k.
@@ -149,14 +249,28 @@ public:
     virtual void from_host(const void *host_src, size_t bytes, void *dst) = 0;
     virtual void copy(const void *src, size_t bytes, void *dst) = 0;
 
+    // ---- the paged cache pool ----
+    // Bytes one page takes in this backend's layout, all layers together (for budgets).
+    virtual size_t cache_page_bytes(const CacheDims &d) const = 0;
+    // The cache budget when the application gives none: a stated share of free memory.
+    virtual size_t default_cache_budget() const = 0;
+    // A pool of n_pages pages; DSI_ERR_NO_MEMORY (naming the bytes) if it cannot be had.
+    // Page contents start undefined.
+    virtual std::unique_ptr<CachePool> alloc_cache_pool(const CacheDims &d, int64_t n_pages) = 0;
+    // Copies page src to page dst in every layer (copy-on-write of a shared page). Page
+    // ids are launch parameters, not data a kernel reads.
+    virtual void copy_page(CachePool &pool, int64_t src, int64_t dst) = 0;
+    virtual void cache_store(const CacheStoreParams &p) = 0;
+    virtual void cache_gather(const CacheGatherParams &p) = 0;
+
     // ---- weights ----
     virtual std::unique_ptr<Matrix> prepare_matrix(const MatrixSource &src) = 0;
     // A float vector (norm weight, bias) converted to float32 in backend memory.
     virtual Buffer prepare_vector(const TensorInfo &t) = 0;
 
     // ---- ops ----
-    // out[i] = table[ids[i]]; ids is host memory, already validated.
-    virtual void embed(const Matrix &table, const int32_t *ids_host, int64_t n, float *out) = 0;
+    // out[i] = table[ids[i]]; ids [n] in backend memory, already validated.
+    virtual void embed(const Matrix &table, const int32_t *ids, int64_t n, float *out) = 0;
     // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w; x, y [rows, dim]; y may alias x.
     virtual void rms_norm(const float *x, const float *w, int64_t rows, int64_t dim, float eps,
                           float *y) = 0;
@@ -167,12 +281,14 @@ public:
     virtual void linear(const float *x, int64_t rows, const Matrix &w, float *y) = 0;
     // y += x, n elements.
     virtual void add(float *y, const float *x, int64_t n) = 0;
-    // Rotates rope_dim dims of each head in place; row r has position first_pos + r.
-    virtual void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, int64_t first_pos,
+    // Rotates rope_dim dims of each head in place; row r has position positions[r].
+    virtual void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, const int32_t *positions,
                       const RopeTable &table) = 0;
     // Copies `rows` rows of `cols` floats from a strided source into dst rows.
     virtual void copy_rows(const float *src, int64_t src_stride, int64_t rows, int64_t cols,
                            float *dst, int64_t dst_stride) = 0;
+    // dst[i] = src[index[i]] for n rows of `cols` floats (src rows contiguous).
+    virtual void gather_rows(const float *src, const int32_t *index, int64_t n, int64_t cols, float *dst) = 0;
     // MLA absorption with kv_b = [heads*(nope+v), kv_lora]:
     //   q_latent[t,h] = W_UK[h]^T q_nope[t,h]           (q_nope strided: HeadView)
     virtual void mla_absorb_q(const HeadView &q_nope, const Matrix &kv_b, int64_t nope_dim,

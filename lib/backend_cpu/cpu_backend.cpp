@@ -8,6 +8,7 @@
 #include "common/error.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -84,6 +85,12 @@ const CpuMatrix &cpu(const Matrix &m) { return static_cast<const CpuMatrix &>(m)
 
 void release_host(void *p) { std::free(p); }
 
+// One float32 array per layer and kind (backend.h: the CPU page layout).
+class CpuCachePool : public CachePool {
+public:
+    std::vector<Buffer> storage;
+};
+
 class CpuBackend : public Backend {
 public:
     explicit CpuBackend(int n_threads)
@@ -107,6 +114,74 @@ public:
     void to_host(const void *src, size_t bytes, void *dst) override { std::memcpy(dst, src, bytes); }
     void from_host(const void *src, size_t bytes, void *dst) override { std::memcpy(dst, src, bytes); }
     void copy(const void *src, size_t bytes, void *dst) override { std::memmove(dst, src, bytes); }
+
+    size_t cache_page_bytes(const CacheDims &d) const override {
+        return static_cast<size_t>(d.layers * kPageTokens * (d.kv_lora_rank + d.rope_dim + d.index_dim)) * sizeof(float);
+    }
+
+    // A quarter of the memory the kernel reports available: weights are memory-mapped
+    // and compete for the same RAM. Pages are only touched when used.
+    size_t default_cache_budget() const override {
+        const long pages = sysconf(_SC_AVPHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+        if (pages <= 0 || page_size <= 0) return size_t(1) << 30;
+        return static_cast<size_t>(pages) * static_cast<size_t>(page_size) / 4;
+    }
+
+    std::unique_ptr<CachePool> alloc_cache_pool(const CacheDims &d, int64_t n_pages) override {
+        auto pool = std::make_unique<CpuCachePool>();
+        pool->dims = d;
+        pool->n_pages = n_pages;
+        pool->mla_page_bytes = static_cast<size_t>(kPageTokens * (d.kv_lora_rank + d.rope_dim)) * sizeof(float);
+        pool->index_page_bytes = static_cast<size_t>(kPageTokens * d.index_dim) * sizeof(float);
+        for (int64_t l = 0; l < d.layers; ++l) {
+            pool->storage.push_back(alloc(pool->mla_page_bytes * static_cast<size_t>(n_pages)));
+            pool->mla.push_back(pool->storage.back().f32());
+            if (d.index_dim > 0) {
+                pool->storage.push_back(alloc(pool->index_page_bytes * static_cast<size_t>(n_pages)));
+                pool->index.push_back(pool->storage.back().f32());
+            }
+        }
+        return pool;
+    }
+
+    void copy_page(CachePool &pool, int64_t src, int64_t dst) override {
+        for (int64_t l = 0; l < pool.dims.layers; ++l) {
+            char *m = static_cast<char *>(pool.mla[l]);
+            std::memcpy(m + dst * pool.mla_page_bytes, m + src * pool.mla_page_bytes, pool.mla_page_bytes);
+            if (pool.index.empty()) continue;
+            char *ix = static_cast<char *>(pool.index[l]);
+            std::memcpy(ix + dst * pool.index_page_bytes, ix + src * pool.index_page_bytes, pool.index_page_bytes);
+        }
+    }
+
+    void cache_store(const CacheStoreParams &p) override {
+        float *base = static_cast<float *>(p.mla_pages);
+        const kernels::MlaPages mla{p.kv_lora_rank, p.rope_dim};
+        const size_t fr = sizeof(float);
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const int64_t slot = p.slots[r];
+            if (slot < 0) continue;
+            std::memcpy(base + mla.latent(slot), p.latent + r * p.latent_stride, p.kv_lora_rank * fr);
+            std::memcpy(base + mla.k_rope(slot), p.k_rope + r * p.k_rope_stride, p.rope_dim * fr);
+            if (p.index_pages)
+                std::memcpy(static_cast<float *>(p.index_pages) + slot * p.index_dim, p.index_key + r * p.index_dim,
+                            p.index_dim * fr);
+        }
+    }
+
+    void cache_gather(const CacheGatherParams &p) override {
+        const float *base = static_cast<const float *>(p.mla_pages);
+        const kernels::MlaPages mla{p.kv_lora_rank, p.rope_dim};
+        const size_t fr = sizeof(float);
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const int64_t slot = p.slots[r];
+            std::memcpy(p.latent + r * p.kv_lora_rank, base + mla.latent(slot), p.kv_lora_rank * fr);
+            std::memcpy(p.k_rope + r * p.rope_dim, base + mla.k_rope(slot), p.rope_dim * fr);
+            if (p.index_pages)
+                std::memcpy(p.index_key + r * p.index_dim, static_cast<const float *>(p.index_pages) + slot * p.index_dim,
+                            p.index_dim * fr);
+        }
+    }
 
     std::unique_ptr<Matrix> prepare_matrix(const MatrixSource &src) override {
         return std::make_unique<CpuMatrix>(src);
@@ -155,11 +230,11 @@ public:
         for (int64_t i = 0; i < n; ++i) y[i] += x[i];
     }
 
-    void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, int64_t first_pos,
+    void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, const int32_t *positions,
               const RopeTable &table) override {
         for (int64_t r = 0; r < v.rows; ++r) {
-            const float *c = table.cos + (first_pos + r) * table.half_dim;
-            const float *s = table.sin + (first_pos + r) * table.half_dim;
+            const float *c = table.cos + positions[r] * table.half_dim;
+            const float *s = table.sin + positions[r] * table.half_dim;
             for (int64_t h = 0; h < v.heads; ++h) {
                 float *p = v.x + r * v.row_stride + h * v.head_stride + v.offset;
                 if (style == RopeStyle::Interleaved)
@@ -174,6 +249,11 @@ public:
                    int64_t dst_stride) override {
         for (int64_t r = 0; r < rows; ++r)
             std::memmove(dst + r * dst_stride, src + r * src_stride, static_cast<size_t>(cols) * sizeof(float));
+    }
+
+    void gather_rows(const float *src, const int32_t *index, int64_t n, int64_t cols, float *dst) override {
+        for (int64_t i = 0; i < n; ++i)
+            std::memcpy(dst + i * cols, src + index[i] * cols, static_cast<size_t>(cols) * sizeof(float));
     }
 
     void mla_absorb_q(const HeadView &q_nope, const Matrix &kv_b, int64_t nope_dim, int64_t v_dim,
@@ -214,19 +294,23 @@ public:
     }
 
     void sparse_mla(const SparseMlaParams &p) override {
-        const int64_t per_query = (p.select ? p.select_stride : p.first_pos + p.tokens) * (p.kv_lora_rank + p.rope_dim);
-#pragma omp parallel num_threads(threads()) if (p.tokens * p.heads * per_query >= kParallelWork)
+        int64_t keys = 0;  // keys read over all rows (the parallel threshold)
+        for (int64_t t = 0; t < p.tokens; ++t) keys += p.select ? p.select_stride : p.seqs.row_pos[t] + 1;
+#pragma omp parallel num_threads(threads()) if (keys * p.heads * (p.kv_lora_rank + p.rope_dim) >= kParallelWork)
         {
             std::vector<float> probs;
+            std::vector<int64_t> slots;
 #pragma omp for collapse(2) schedule(dynamic)
             for (int64_t t = 0; t < p.tokens; ++t)
-                for (int64_t h = 0; h < p.heads; ++h) kernels::mla_attend_one(p, t, h, probs);
+                for (int64_t h = 0; h < p.heads; ++h) kernels::mla_attend_one(p, t, h, probs, slots);
         }
     }
 
     void indexer_topk(const IndexerTopkParams &p) override {
+        int64_t keys = 0;
+        for (int64_t t = 0; t < p.tokens; ++t) keys += p.seqs.row_pos[t] + 1;
         // Parallel over query rows: a single decode row stays on one thread.
-        const bool parallel = p.tokens > 1 && p.tokens * (p.first_pos + p.tokens) * p.heads * p.dim >= kParallelWork;
+        const bool parallel = p.tokens > 1 && keys * p.heads * p.dim >= kParallelWork;
 #pragma omp parallel num_threads(threads()) if (parallel)
         {
             std::vector<float> scores;

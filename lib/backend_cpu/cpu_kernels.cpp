@@ -52,17 +52,26 @@ void rope_half_split(float *p, int64_t rope_dim, const float *c, const float *s)
     }
 }
 
-void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<float> &probs) {
+void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<float> &probs,
+                    std::vector<int64_t> &slots) {
     const int64_t rank = p.kv_lora_rank, rd = p.rope_dim;
+    const float *base = static_cast<const float *>(p.mla_pages);
+    const MlaPages pages{rank, rd};
     const float *ql = p.q_latent + (t * p.heads + h) * rank;
     const float *qr = p.q_rope + (t * p.heads + h) * rd;
-    const int32_t *sel = p.select ? p.select + t * p.select_stride : nullptr;
-    const int64_t n = sel ? p.select_count[t] : p.first_pos + t + 1;
+    slots.clear();
+    if (p.select) {
+        const int32_t *sel = p.select + t * p.select_stride;
+        for (int64_t j = 0; j < p.select_stride && sel[j] >= 0; ++j) slots.push_back(sel[j]);
+    } else {
+        const int64_t pos = p.seqs.row_pos[t];
+        for (int64_t s = 0; s <= pos; ++s) slots.push_back(slot_of(p.seqs, t, s));
+    }
+    const int64_t n = static_cast<int64_t>(slots.size());
     probs.resize(static_cast<size_t>(n));
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < n; ++j) {
-        const int64_t s = sel ? sel[j] : j;
-        probs[j] = p.scale * (dot(ql, p.latent + s * rank, rank) + dot(qr, p.k_rope + s * rd, rd));
+        probs[j] = p.scale * (dot(ql, base + pages.latent(slots[j]), rank) + dot(qr, base + pages.k_rope(slots[j]), rd));
         mx = std::max(mx, probs[j]);
     }
     double sum = 0.0;
@@ -73,43 +82,46 @@ void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<
     float *out = p.out + (t * p.heads + h) * rank;
     std::fill(out, out + rank, 0.0f);
     const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < n; ++j) axpy(probs[j] * inv, p.latent + (sel ? sel[j] : j) * rank, out, rank);
+    for (int64_t j = 0; j < n; ++j) axpy(probs[j] * inv, base + pages.latent(slots[j]), out, rank);
 }
 
 void indexer_select_one(const IndexerTopkParams &p, int64_t t, std::vector<float> &scores,
                         std::vector<int32_t> &order) {
-    const int64_t n = p.first_pos + t + 1;  // causal: positions 0..pos(t)
+    const int64_t n = p.seqs.row_pos[t] + 1;  // causal: positions 0..pos(t)
     int32_t *sel = p.select + t * p.topk;
-    if (p.topk <= 0) {
-        p.select_count[t] = 0;
-        return;
-    }
-    if (n <= p.topk) {
+    const int64_t kept = std::min(n, p.topk);
+    if (kept <= 0) {
+        // topk 0: nothing selected.
+    } else if (n <= p.topk) {
         // Every earlier token fits: the selection is dense and needs no scores.
         std::iota(sel, sel + n, 0);
-        p.select_count[t] = static_cast<int32_t>(n);
-        return;
-    }
-    scores.assign(static_cast<size_t>(n), 0.0f);
-    const float *w = p.weights + t * p.heads;
-    for (int64_t h = 0; h < p.heads; ++h) {
-        const float *q = p.q + (t * p.heads + h) * p.dim;
-        const float wh = w[h] * p.weight_scale;
-        for (int64_t s = 0; s < n; ++s) {
-            // ReLU per head before the weighted head sum.
-            const float d = p.scale * dot(q, p.keys + s * p.dim, p.dim);
-            if (d > 0.0f) scores[s] += wh * d;
+    } else {
+        scores.assign(static_cast<size_t>(n), 0.0f);
+        const float *w = p.weights + t * p.heads;
+        const float *pages = static_cast<const float *>(p.index_pages);
+        for (int64_t h = 0; h < p.heads; ++h) {
+            const float *q = p.q + (t * p.heads + h) * p.dim;
+            const float wh = w[h] * p.weight_scale;
+            for (int64_t s = 0; s < n; ++s) {
+                // ReLU per head before the weighted head sum.
+                const float d = p.scale * dot(q, pages + slot_of(p.seqs, t, s) * p.dim, p.dim);
+                if (d > 0.0f) scores[s] += wh * d;
+            }
         }
+        order.resize(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        // Highest score first; equal scores (ReLU makes exact zeros common) go to the
+        // lower, i.e. earlier, token index.
+        auto better = [&](int32_t a, int32_t b) { return scores[a] != scores[b] ? scores[a] > scores[b] : a < b; };
+        std::nth_element(order.begin(), order.begin() + (p.topk - 1), order.end(), better);
+        std::sort(order.begin(), order.begin() + p.topk);
+        std::copy(order.begin(), order.begin() + p.topk, sel);
     }
-    order.resize(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    // Highest score first; equal scores (ReLU makes exact zeros common) go to the
-    // lower, i.e. earlier, token index.
-    auto better = [&](int32_t a, int32_t b) { return scores[a] != scores[b] ? scores[a] > scores[b] : a < b; };
-    std::nth_element(order.begin(), order.begin() + (p.topk - 1), order.end(), better);
-    std::sort(order.begin(), order.begin() + p.topk);
-    std::copy(order.begin(), order.begin() + p.topk, sel);
-    p.select_count[t] = static_cast<int32_t>(p.topk);
+    std::fill(sel + std::max<int64_t>(kept, 0), sel + p.topk, -1);
+    if (p.select_slots) {
+        int32_t *slots = p.select_slots + t * p.topk;
+        for (int64_t j = 0; j < p.topk; ++j) slots[j] = sel[j] < 0 ? -1 : static_cast<int32_t>(slot_of(p.seqs, t, sel[j]));
+    }
 }
 
 void route_one(const MoeRouteParams &p, const float *logits, int64_t t) {

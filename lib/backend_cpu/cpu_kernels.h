@@ -38,8 +38,28 @@ void layer_norm_row(const float *x, const float *w, const float *b, int64_t dim,
 void rope_interleaved(float *p, int64_t rope_dim, const float *c, const float *s);
 void rope_half_split(float *p, int64_t rope_dim, const float *c, const float *s);
 
-// One (token, head) of SparseMlaParams; `probs` is scratch.
-void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<float> &probs);
+// The CPU page layout (backend.h): per layer, page p is kPageTokens latent rows then
+// kPageTokens rope-key rows (MLA), and kPageTokens indexer-key rows (index), float32.
+// Offsets (in floats) of a slot's entries from the layer's base.
+struct MlaPages {
+    int64_t rank, rope;
+    int64_t latent(int64_t slot) const {
+        return (slot / kPageTokens) * kPageTokens * (rank + rope) + (slot % kPageTokens) * rank;
+    }
+    int64_t k_rope(int64_t slot) const {
+        return (slot / kPageTokens) * kPageTokens * (rank + rope) + kPageTokens * rank + (slot % kPageTokens) * rope;
+    }
+};
+
+// The physical slot of logical position `pos` of row r's sequence.
+inline int64_t slot_of(const RowSequences &s, int64_t r, int64_t pos) {
+    const int32_t page = s.page_table[s.row_seq[r] * s.page_table_stride + pos / kPageTokens];
+    return static_cast<int64_t>(page) * kPageTokens + pos % kPageTokens;
+}
+
+// One (token, head) of SparseMlaParams; `probs` and `slots` are scratch.
+void mla_attend_one(const SparseMlaParams &p, int64_t t, int64_t h, std::vector<float> &probs,
+                    std::vector<int64_t> &slots);
 
 // One query row of IndexerTopkParams; `scores` / `order` are scratch.
 void indexer_select_one(const IndexerTopkParams &p, int64_t t, std::vector<float> &scores,

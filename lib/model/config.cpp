@@ -114,6 +114,14 @@ public:
         std::optional<std::string> v = str(key);
         if (v && !ok.count(*v)) unsupported(key, "is \"" + *v + "\"");
     }
+    // A key whose value makes this another model than DeepSeek-V3/V3.2 (DeepSeek-V2's
+    // softmax or greedy routing, another activation): DSI_ERR_CONFIG naming key and value.
+    void require_v3_str(const std::string &key, const char *v3_value) const {
+        std::optional<std::string> v = str(key);
+        if (v && *v != v3_value)
+            fail(DSI_ERR_CONFIG, "'%s' is \"%s\" in %s: DeepSeek-V3/V3.2 has \"%s\"; this is not a DeepSeek-V3 model",
+                 name(key).c_str(), v->c_str(), path_.c_str(), v3_value);
+    }
     void require_bool(const std::string &key, bool ok) const {
         std::optional<bool> v = bool_(key);
         if (v && *v != ok) unsupported(key, *v ? "is true" : "is false");
@@ -341,6 +349,10 @@ void parse_indexer(const Obj &o, ModelConfig &c) {
                  o.path().c_str());
     }
     if (!v32) return;
+    // DeepSeek-V3.2's indexer reads the normalised q latent: there is no q_proj variant.
+    if (c.q_lora_rank == 0)
+        fail(DSI_ERR_CONFIG, "'q_lora_rank' is %s in %s: DeepseekV32ForCausalLM needs a q latent (its indexer reads it)",
+             o.has("q_lora_rank") ? "0" : "null", o.path().c_str());
     c.index_topk = o.required_int("index_topk", 1);
     c.index_n_heads = o.required_int("index_n_heads", 1);
     c.index_head_dim = o.required_int("index_head_dim", 1);
@@ -355,11 +367,17 @@ void parse_moe(const Obj &o, ModelConfig &c) {
     c.n_routed_experts = o.int_min("n_routed_experts", 0, 0);  // null: no MoE layers
     if (c.n_routed_experts > 0 && !o.has("first_k_dense_replace")) o.missing("first_k_dense_replace");
     c.first_k_dense_replace = o.int_min("first_k_dense_replace", 0, 0);
-    c.moe_layer_freq = o.int_min("moe_layer_freq", 1, 1);
+    // DeepSeek-V2's remote code made every moe_layer_freq-th layer MoE; V3's code (and
+    // transformers' DeepseekV3) has no such key: any other value is another model.
+    if (const int64_t freq = o.int_min("moe_layer_freq", 1, 1); freq != 1)
+        fail(DSI_ERR_CONFIG,
+             "'moe_layer_freq' is %lld in %s: DeepSeek-V3/V3.2 has 1 (every layer from first_k_dense_replace on "
+             "is MoE); this is not a DeepSeek-V3 model",
+             (long long)freq, o.path().c_str());
     if (c.first_k_dense_replace > c.num_hidden_layers)
         o.value_error("first_k_dense_replace", "at most num_hidden_layers");
-    o.require_str("topk_method", {"noaux_tc"});
-    o.require_str("scoring_func", {"sigmoid"});
+    o.require_v3_str("topk_method", "noaux_tc");
+    o.require_v3_str("scoring_func", "sigmoid");
     if (c.n_routed_experts == 0) return;
 
     c.moe_intermediate_size = o.required_int("moe_intermediate_size", 1);
@@ -394,7 +412,7 @@ void check_layer_lists(const Obj &o, const ModelConfig &c) {
                 o.value_error("mlp_layer_types", "a list of \"dense\" and \"sparse\"");
             if ((t == "sparse") != c.layer_is_moe(l))
                 o.unsupported("mlp_layer_types",
-                              strformat("disagrees with first_k_dense_replace/moe_layer_freq at layer %lld",
+                              strformat("disagrees with first_k_dense_replace at layer %lld",
                                         (long long)l));
         }
     }
@@ -479,6 +497,24 @@ RopeConfig parse_rope(const Obj &o) {
     return rope;
 }
 
+// DeepSeek's inference code applies YaRN only when the context (max_position_embeddings
+// here) exceeds original_max_position_embeddings; transformers applies it regardless,
+// taking original = max_position_embeddings when the key is absent. Where the two would
+// compute different models the config is refused (ARCHITECTURE.md, "Defined choices").
+void check_yarn_range(const Obj &o, const ModelConfig &c) {
+    if (c.rope.type != "yarn") return;
+    const std::string key =
+        std::string(o.has("rope_parameters") ? "rope_parameters" : "rope_scaling") + ".original_max_position_embeddings";
+    const char *why = "DeepSeek's inference applies YaRN only when max_position_embeddings exceeds it, transformers "
+                      "always, so the model is ambiguous";
+    if (c.rope.original_max_position_embeddings == 0)
+        fail(DSI_ERR_CONFIG, "missing required key '%s' in %s (YaRN): %s", key.c_str(), o.path().c_str(), why);
+    if (c.rope.original_max_position_embeddings >= c.max_position_embeddings)
+        fail(DSI_ERR_CONFIG, "'%s' is %lld, not below max_position_embeddings (%lld), in %s: %s", key.c_str(),
+             (long long)c.rope.original_max_position_embeddings, (long long)c.max_position_embeddings,
+             o.path().c_str(), why);
+}
+
 // ---- quantization ----------------------------------------------------------------------
 
 // FP8 E4M3 weights with one float32 scale_inv per 128x128 block: the released format.
@@ -510,7 +546,7 @@ void parse_quant(const Obj &o, ModelConfig &c) {
 
 // Keys whose one implemented value we check, and the ignored ones' types.
 void check_fixed_semantics(const Obj &o) {
-    o.require_str("hidden_act", {"silu"});
+    o.require_v3_str("hidden_act", "silu");
     o.require_bool("attention_bias", false);
     o.require_bool("mlp_bias", false);
     // The checkpoints store q/k RoPE dims as interleaved pairs; the other layout is not built.
@@ -555,6 +591,7 @@ ModelConfig parse_config(const std::string &json_text, const std::string &path) 
     parse_moe(o, c);
     check_layer_lists(o, c);
     c.rope = parse_rope(o);
+    check_yarn_range(o, c);
     parse_quant(o, c);
     check_fixed_semantics(o);
     return c;

@@ -30,7 +30,6 @@ struct ModelConfig {
     int64_t moe_intermediate_size = 0;
     int64_t num_hidden_layers = 0;
     int64_t first_k_dense_replace = 0;
-    int64_t moe_layer_freq = 1;
     int64_t num_nextn_predict_layers = 0;  // MTP layers stored after the main ones (skipped)
 
     // MLA
@@ -71,8 +70,7 @@ struct ModelConfig {
 
     bool is_sparse() const { return index_topk > 0; }
     bool layer_is_moe(int64_t layer) const {
-        return n_routed_experts > 0 && layer >= first_k_dense_replace &&
-               layer % (moe_layer_freq > 0 ? moe_layer_freq : 1) == 0;
+        return n_routed_experts > 0 && layer >= first_k_dense_replace;
     }
     int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
 };

@@ -40,38 +40,33 @@ std::unique_ptr<Model> load_model(const std::string &dir, std::unique_ptr<Backen
         m->index_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m->cfg.index_head_dim)));
         m->index_weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m->cfg.index_n_heads)));
     }
+    // Angles of every position the model accepts, shared by all contexts.
+    Backend &be = *m->backend;
+    std::vector<float> cos, sin;
+    rope_tables(rope_frequencies(m->cfg), m->cfg.max_position_embeddings, cos, sin);
+    m->rope_cos = be.alloc(cos.size() * sizeof(float));
+    m->rope_sin = be.alloc(sin.size() * sizeof(float));
+    be.from_host(cos.data(), cos.size() * sizeof(float), m->rope_cos.f32());
+    be.from_host(sin.data(), sin.size() * sizeof(float), m->rope_sin.f32());
+    m->rope = RopeTable{m->rope_cos.f32(), m->rope_sin.f32(), m->cfg.qk_rope_head_dim / 2};
     return m;
 }
 
-KvCache make_cache(const Model &m, int64_t n_ctx) {
-    const ModelConfig &c = m.cfg;
-    Backend &be = *m.backend;
-    KvCache kv;
-    kv.n_ctx = n_ctx;
-    const size_t f = sizeof(float);
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-        LayerCache lc;
-        lc.latent = be.alloc(n_ctx * c.kv_lora_rank * f);
-        lc.k_rope = be.alloc(n_ctx * c.qk_rope_head_dim * f);
-        if (c.is_sparse()) lc.index_keys = be.alloc(n_ctx * c.index_head_dim * f);
-        kv.layers.push_back(std::move(lc));
-    }
-    std::vector<float> cos, sin;
-    rope_tables(rope_frequencies(c), n_ctx, cos, sin);
-    kv.rope_cos = be.alloc(cos.size() * f);
-    kv.rope_sin = be.alloc(sin.size() * f);
-    be.from_host(cos.data(), cos.size() * f, kv.rope_cos.f32());
-    be.from_host(sin.data(), sin.size() * f, kv.rope_sin.f32());
-    kv.rope = RopeTable{kv.rope_cos.f32(), kv.rope_sin.f32(), c.qk_rope_head_dim / 2};
-    return kv;
+CacheDims cache_dims(const ModelConfig &c) {
+    CacheDims d;
+    d.layers = c.num_hidden_layers;
+    d.kv_lora_rank = c.kv_lora_rank;
+    d.rope_dim = c.qk_rope_head_dim;
+    d.index_dim = c.is_sparse() ? c.index_head_dim : 0;
+    return d;
 }
 
 namespace {
 
 // Activations of one forward call of T tokens.
 struct Scratch {
-    Buffer x, h, q_lat, q, kv, q_latent, q_rope, attn_lat, attn, o;
-    Buffer iq, ik, iw, select, select_count;
+    Buffer x, h, q_lat, q, kv, latent, q_latent, q_rope, attn_lat, attn, o;
+    Buffer iq, ik, iw, select, select_slots;
     Buffer expert_ids, expert_weights, mlp_out, shared_out;
 
     Scratch(const ModelConfig &c, Backend &be, int64_t T) {
@@ -82,6 +77,7 @@ struct Scratch {
         q_lat = be.alloc(T * std::max<int64_t>(c.q_lora_rank, 1) * f);
         q = be.alloc(T * heads * c.qk_head_dim() * f);
         kv = be.alloc(T * (c.kv_lora_rank + c.qk_rope_head_dim) * f);
+        latent = be.alloc(T * c.kv_lora_rank * f);
         q_latent = be.alloc(T * heads * c.kv_lora_rank * f);
         q_rope = be.alloc(T * heads * c.qk_rope_head_dim * f);
         attn_lat = be.alloc(T * heads * c.kv_lora_rank * f);
@@ -92,7 +88,7 @@ struct Scratch {
             ik = be.alloc(T * c.index_head_dim * f);
             iw = be.alloc(T * c.index_n_heads * f);
             select = be.alloc(T * c.index_topk * sizeof(int32_t));
-            select_count = be.alloc(T * sizeof(int32_t));
+            select_slots = be.alloc(T * c.index_topk * sizeof(int32_t));
         }
         if (c.n_routed_experts > 0) {
             expert_ids = be.alloc(T * c.num_experts_per_tok * sizeof(int32_t));
@@ -100,6 +96,33 @@ struct Scratch {
             shared_out = be.alloc(T * c.hidden_size * f);
         }
         mlp_out = be.alloc(T * c.hidden_size * f);
+    }
+};
+
+// The batch description in backend memory: one upload per forward.
+struct BatchArrays {
+    Buffer storage;
+    const int32_t *ids, *row_pos, *row_seq, *slots, *page_table, *logit_rows;
+
+    BatchArrays(Backend &be, const ForwardBatch &b) {
+        const int64_t T = b.rows, pt = b.n_seqs * b.page_table_stride;
+        std::vector<int32_t> host;
+        host.reserve(static_cast<size_t>(4 * T + pt + b.n_logits));
+        host.insert(host.end(), b.ids, b.ids + T);
+        host.insert(host.end(), b.row_pos, b.row_pos + T);
+        host.insert(host.end(), b.row_seq, b.row_seq + T);
+        host.insert(host.end(), b.slots, b.slots + T);
+        host.insert(host.end(), b.page_table, b.page_table + pt);
+        host.insert(host.end(), b.logit_rows, b.logit_rows + b.n_logits);
+        storage = be.alloc(host.size() * sizeof(int32_t));
+        be.from_host(host.data(), host.size() * sizeof(int32_t), storage.i32());
+        const int32_t *p = storage.i32();
+        ids = p;
+        row_pos = p + T;
+        row_seq = p + 2 * T;
+        slots = p + 3 * T;
+        page_table = p + 4 * T;
+        logit_rows = page_table + pt;
     }
 };
 
@@ -112,14 +135,18 @@ std::vector<T> download(Backend &be, const void *src, size_t count) {
 
 class LayerRunner {
 public:
-    LayerRunner(const Model &m, KvCache &cache, Scratch &s, const ForwardRequest &r)
-        : m_(m), c_(m.cfg), be_(*m.backend), cache_(cache), s_(s), r_(r), T_(r.tokens), pos_(r.first_pos) {}
+    LayerRunner(const Model &m, CachePool &pool, Scratch &s, const BatchArrays &a, const ForwardBatch &b)
+        : m_(m), c_(m.cfg), be_(*m.backend), pool_(pool), s_(s), a_(a), b_(b), T_(b.rows) {
+        seqs_.row_seq = a.row_seq;
+        seqs_.row_pos = a.row_pos;
+        seqs_.page_table = a.page_table;
+        seqs_.page_table_stride = b.page_table_stride;
+    }
 
     void run(int64_t l) {
         const LayerWeights &w = m_.weights.layers[static_cast<size_t>(l)];
-        LayerCache &lc = cache_.layers[static_cast<size_t>(l)];
         be_.rms_norm(s_.x.f32(), w.input_norm.f32(), T_, c_.hidden_size, rms_eps(), s_.h.f32());
-        attention(l, w, lc);
+        attention(l, w);
         be_.add(s_.x.f32(), s_.o.f32(), T_ * c_.hidden_size);
         be_.rms_norm(s_.x.f32(), w.post_attention_norm.f32(), T_, c_.hidden_size, rms_eps(), s_.h.f32());
         if (w.moe)
@@ -132,7 +159,7 @@ public:
 private:
     float rms_eps() const { return static_cast<float>(c_.rms_norm_eps); }
 
-    void attention(int64_t l, const LayerWeights &w, LayerCache &lc) {
+    void attention(int64_t l, const LayerWeights &w) {
         const int64_t heads = c_.num_attention_heads, qk = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
         const int64_t rope = c_.qk_rope_head_dim, rank = c_.kv_lora_rank;
 
@@ -144,21 +171,36 @@ private:
         } else {
             be_.linear(s_.h.f32(), T_, *w.q_proj, s_.q.f32());
         }
-        be_.rope(HeadView{s_.q.f32(), T_, heads * qk, heads, qk, nope}, rope, RopeStyle::Interleaved, pos_,
-                 cache_.rope);
+        be_.rope(HeadView{s_.q.f32(), T_, heads * qk, heads, qk, nope}, rope, RopeStyle::Interleaved, a_.row_pos,
+                 m_.rope);
 
-        // ---- latent KV: kv [T, kv_lora | rope] -> cache rows [pos, pos+T) ----
+        // ---- latent KV: kv [T, kv_lora | rope] ----
         be_.linear(s_.h.f32(), T_, *w.kv_a, s_.kv.f32());
-        float *latent = lc.latent.f32() + pos_ * rank;
-        be_.copy_rows(s_.kv.f32(), rank + rope, T_, rank, latent, rank);
-        be_.rms_norm(latent, w.kv_a_norm.f32(), T_, rank, rms_eps(), latent);
-        be_.rope(HeadView{s_.kv.f32(), T_, rank + rope, 1, 0, rank}, rope, RopeStyle::Interleaved, pos_,
-                 cache_.rope);
-        be_.copy_rows(s_.kv.f32() + rank, rank + rope, T_, rope, lc.k_rope.f32() + pos_ * rope, rope);
+        be_.copy_rows(s_.kv.f32(), rank + rope, T_, rank, s_.latent.f32(), rank);
+        be_.rms_norm(s_.latent.f32(), w.kv_a_norm.f32(), T_, rank, rms_eps(), s_.latent.f32());
+        be_.rope(HeadView{s_.kv.f32(), T_, rank + rope, 1, 0, rank}, rope, RopeStyle::Interleaved, a_.row_pos,
+                 m_.rope);
+
+        // ---- DSA indexer keys, then every row's entries into its cache slot ----
+        const bool sparse = w.indexer != nullptr;
+        if (sparse) indexer_key(*w.indexer);
+        CacheStoreParams st;
+        st.mla_pages = pool_.mla[static_cast<size_t>(l)];
+        st.index_pages = sparse ? pool_.index[static_cast<size_t>(l)] : nullptr;
+        st.slots = a_.slots;
+        st.rows = T_;
+        st.latent = s_.latent.f32();
+        st.latent_stride = rank;
+        st.k_rope = s_.kv.f32() + rank;
+        st.k_rope_stride = rank + rope;
+        st.index_key = sparse ? s_.ik.f32() : nullptr;
+        st.kv_lora_rank = rank;
+        st.rope_dim = rope;
+        st.index_dim = sparse ? c_.index_head_dim : 0;
+        be_.cache_store(st);
 
         // ---- DSA indexer: which earlier tokens each query attends to ----
-        const bool sparse = w.indexer != nullptr;
-        if (sparse) indexer(l, *w.indexer, lc);
+        if (sparse) indexer(l, *w.indexer);
 
         // ---- attention in absorbed form over the latent cache ----
         be_.mla_absorb_q(HeadView{s_.q.f32(), T_, heads * qk, heads, qk, 0}, *w.kv_b, nope, c_.v_head_dim,
@@ -167,13 +209,11 @@ private:
         SparseMlaParams p;
         p.q_latent = s_.q_latent.f32();
         p.q_rope = s_.q_rope.f32();
-        p.latent = lc.latent.f32();
-        p.k_rope = lc.k_rope.f32();
-        p.select = sparse ? s_.select.i32() : nullptr;
-        p.select_count = sparse ? s_.select_count.i32() : nullptr;
+        p.mla_pages = pool_.mla[static_cast<size_t>(l)];
+        p.select = sparse ? s_.select_slots.i32() : nullptr;
         p.select_stride = c_.index_topk;
+        p.seqs = seqs_;
         p.tokens = T_;
-        p.first_pos = pos_;
         p.heads = heads;
         p.kv_lora_rank = rank;
         p.rope_dim = rope;
@@ -184,36 +224,42 @@ private:
         be_.linear(s_.attn.f32(), T_, *w.o, s_.o.f32());
     }
 
-    void indexer(int64_t l, const IndexerWeights &ix, LayerCache &lc) {
+    // One key per token shared by all heads: LayerNorm(wk(h)) with bias, eps 1e-6, rope.
+    void indexer_key(const IndexerWeights &ix) {
+        const int64_t id = c_.index_head_dim;
+        be_.linear(s_.h.f32(), T_, *ix.wk, s_.ik.f32());
+        be_.layer_norm(s_.ik.f32(), ix.k_norm_weight.f32(), ix.k_norm_bias.f32(), T_, id, 1e-6f, s_.ik.f32());
+        be_.rope(HeadView{s_.ik.f32(), T_, id, 1, 0, 0}, c_.qk_rope_head_dim, RopeStyle::HalfSplit, a_.row_pos,
+                 m_.rope);
+    }
+
+    void indexer(int64_t l, const IndexerWeights &ix) {
         const int64_t ih = c_.index_n_heads, id = c_.index_head_dim, rope = c_.qk_rope_head_dim;
         // q from the normalised q latent that MLA also uses: [T, ih, id], rope first.
         be_.linear(s_.q_lat.f32(), T_, *ix.wq_b, s_.iq.f32());
-        be_.rope(HeadView{s_.iq.f32(), T_, ih * id, ih, id, 0}, rope, RopeStyle::HalfSplit, pos_, cache_.rope);
-        // One key per token shared by all heads: LayerNorm(wk(h)) with bias, eps 1e-6.
-        be_.linear(s_.h.f32(), T_, *ix.wk, s_.ik.f32());
-        be_.layer_norm(s_.ik.f32(), ix.k_norm_weight.f32(), ix.k_norm_bias.f32(), T_, id, 1e-6f, s_.ik.f32());
-        be_.rope(HeadView{s_.ik.f32(), T_, id, 1, 0, 0}, rope, RopeStyle::HalfSplit, pos_, cache_.rope);
-        be_.copy_rows(s_.ik.f32(), id, T_, id, lc.index_keys.f32() + pos_ * id, id);
+        be_.rope(HeadView{s_.iq.f32(), T_, ih * id, ih, id, 0}, rope, RopeStyle::HalfSplit, a_.row_pos, m_.rope);
         be_.linear(s_.h.f32(), T_, *ix.weights_proj, s_.iw.f32());  // [T, ih]
 
         IndexerTopkParams p;
         p.q = s_.iq.f32();
         p.weights = s_.iw.f32();
         p.weight_scale = m_.index_weight_scale;
-        p.keys = lc.index_keys.f32();
+        p.index_pages = pool_.index[static_cast<size_t>(l)];
+        p.seqs = seqs_;
         p.tokens = T_;
-        p.first_pos = pos_;
         p.heads = ih;
         p.dim = id;
         p.topk = c_.index_topk;
         p.scale = m_.index_scale;
         p.select = s_.select.i32();
-        p.select_count = s_.select_count.i32();
+        p.select_slots = s_.select_slots.i32();
         be_.indexer_topk(p);
-        if (r_.observer) {
+        if (b_.observer) {
             auto sel = download<int32_t>(be_, p.select, static_cast<size_t>(T_ * p.topk));
-            auto cnt = download<int32_t>(be_, p.select_count, static_cast<size_t>(T_));
-            r_.observer->indexer_selection(l, sel.data(), cnt.data(), T_, p.topk);
+            std::vector<int32_t> cnt(static_cast<size_t>(T_), 0);
+            for (int64_t t = 0; t < T_; ++t)
+                while (cnt[t] < p.topk && sel[t * p.topk + cnt[t]] >= 0) ++cnt[t];
+            b_.observer->indexer_selection(l, sel.data(), cnt.data(), T_, p.topk);
         }
     }
 
@@ -232,9 +278,9 @@ private:
         p.expert_ids = s_.expert_ids.i32();
         p.expert_weights = s_.expert_weights.f32();
         be_.moe_route(p);
-        if (r_.observer) {
+        if (b_.observer) {
             auto ids = download<int32_t>(be_, p.expert_ids, static_cast<size_t>(T_ * p.top_k));
-            r_.observer->experts(l, ids.data(), T_, p.top_k);
+            b_.observer->experts(l, ids.data(), T_, p.top_k);
         }
         be_.moe_experts(s_.h.f32(), T_, c_.hidden_size, p.expert_ids, p.expert_weights, p.top_k,
                         w.experts.data(), c_.n_routed_experts, s_.mlp_out.f32());
@@ -247,41 +293,45 @@ private:
     const Model &m_;
     const ModelConfig &c_;
     Backend &be_;
-    KvCache &cache_;
+    CachePool &pool_;
     Scratch &s_;
-    const ForwardRequest &r_;
-    const int64_t T_, pos_;
+    const BatchArrays &a_;
+    const ForwardBatch &b_;
+    const int64_t T_;
+    RowSequences seqs_;
 };
 
 }  // namespace
 
-void forward(const Model &m, KvCache &cache, const ForwardRequest &r) {
+void forward(const Model &m, CachePool &pool, const ForwardBatch &b) {
     const ModelConfig &c = m.cfg;
     Backend &be = *m.backend;
-    const int64_t T = r.tokens, H = c.hidden_size;
+    const int64_t T = b.rows, H = c.hidden_size;
+    BatchArrays a(be, b);
     Scratch s(c, be, T);
     auto observe = [&](auto &&fn) {
-        if (!r.observer) return;
+        if (!b.observer) return;
         auto host = download<float>(be, s.x.f32(), static_cast<size_t>(T * H));
         fn(host.data());
     };
 
-    be.embed(*m.weights.embed, r.ids, T, s.x.f32());
-    observe([&](const float *x) { r.observer->embedding(x, T, H); });
-    LayerRunner layers(m, cache, s, r);
+    be.embed(*m.weights.embed, a.ids, T, s.x.f32());
+    observe([&](const float *x) { b.observer->embedding(x, T, H); });
+    LayerRunner layers(m, pool, s, a, b);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-        if (r.should_abort && r.should_abort()) fail(DSI_ERR_CANCELLED, "evaluation aborted by the abort callback");
+        if (b.should_abort && b.should_abort()) fail(DSI_ERR_CANCELLED, "evaluation aborted by the abort callback");
         layers.run(l);
-        observe([&](const float *x) { r.observer->layer_output(l, x, T, H); });
+        observe([&](const float *x) { b.observer->layer_output(l, x, T, H); });
     }
     be.rms_norm(s.x.f32(), m.weights.final_norm.f32(), T, H, static_cast<float>(c.rms_norm_eps), s.x.f32());
-    observe([&](const float *x) { r.observer->final_norm(x, T, H); });
+    observe([&](const float *x) { b.observer->final_norm(x, T, H); });
 
-    const int64_t rows = r.all_logits ? T : 1;
-    const float *last = s.x.f32() + (T - rows) * H;
-    Buffer logits = be.alloc(static_cast<size_t>(rows * c.vocab_size) * sizeof(float));
-    be.linear(last, rows, *m.weights.lm_head, logits.f32());
-    be.to_host(logits.f32(), static_cast<size_t>(rows * c.vocab_size) * sizeof(float), r.logits);
+    if (b.n_logits == 0) return;
+    Buffer rows = be.alloc(static_cast<size_t>(b.n_logits * H) * sizeof(float));
+    be.gather_rows(s.x.f32(), a.logit_rows, b.n_logits, H, rows.f32());
+    Buffer logits = be.alloc(static_cast<size_t>(b.n_logits * c.vocab_size) * sizeof(float));
+    be.linear(rows.f32(), b.n_logits, *m.weights.lm_head, logits.f32());
+    be.to_host(logits.f32(), static_cast<size_t>(b.n_logits * c.vocab_size) * sizeof(float), b.logits);
 }
 
 }  // namespace dsi

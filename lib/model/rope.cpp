@@ -22,14 +22,11 @@ RopeFrequencies rope_frequencies(const ModelConfig &cfg) {
         for (int64_t i = 0; i < half; ++i) f.inv_freq[i] = 1.0f / pos_freqs[i];
         return f;
     }
-    // Like transformers: with original_max_position_embeddings present, the factor
-    // used for the frequencies is max_position_embeddings / original.
-    double factor = r.factor;
-    double original = static_cast<double>(cfg.max_position_embeddings);
-    if (r.original_max_position_embeddings > 0) {
-        original = static_cast<double>(r.original_max_position_embeddings);
-        factor = static_cast<double>(cfg.max_position_embeddings) / original;
-    }
+    // The config's factor, as DeepSeek's rope_factor, never max_position_embeddings /
+    // original_max_position_embeddings (ARCHITECTURE.md, "Defined choices"); the config
+    // check guarantees original_max_position_embeddings.
+    const double factor = r.factor;
+    const double original = static_cast<double>(r.original_max_position_embeddings);
     if (r.attention_factor > 0.0)
         f.attention_factor = static_cast<float>(r.attention_factor);
     else if (r.mscale != 0.0 && r.mscale_all_dim != 0.0)
