@@ -37,7 +37,8 @@ const char *dsi_version(void) { return DSI_VERSION; }
 int dsi_version_number(void) { return DSI_VERSION_NUMBER; }
 
 int dsi_backend_available(dsi_backend backend) {
-    return backend == DSI_BACKEND_AUTO || backend == DSI_BACKEND_CPU ? 1 : 0;
+    const auto b = dsi::enum_value(backend);
+    return b == DSI_BACKEND_AUTO || b == DSI_BACKEND_CPU ? 1 : 0;
 }
 
 const char *dsi_status_name(dsi_status status) {
@@ -104,7 +105,7 @@ const dsi_tokenizer *dsi_session_tokenizer(const dsi_session *s) { return s ? s-
 int64_t dsi_session_config_value(const dsi_session *s, dsi_config_key key) {
     if (!s) return -1;
     const dsi::ModelConfig &c = s->model->cfg;
-    switch (key) {
+    switch (dsi::enum_value(key)) {
     case DSI_CONFIG_VOCAB_SIZE: return c.vocab_size;
     case DSI_CONFIG_HIDDEN_SIZE: return c.hidden_size;
     case DSI_CONFIG_NUM_HIDDEN_LAYERS: return c.num_hidden_layers;

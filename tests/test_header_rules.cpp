@@ -668,6 +668,11 @@ TEST_CASE("logging: the process-wide sink, levels, and the events") {
     REQUIRE(dsi_tokenizer_load((kDemo + "/tokenizer.json").c_str(), &tok) == DSI_OK);
     CHECK(global.has(DSI_LOG_DEBUG, "tokenizer"));
     dsi_tokenizer_free(tok);
+    const char conversation[] = R"({"messages": [{"role": "user", "content": "hi"}]})";
+    char *prompt = nullptr;
+    REQUIRE(dsi_chat_render(conversation, sizeof conversation - 1, 0, &prompt, nullptr) == DSI_OK);
+    dsi_free(prompt);
+    CHECK(global.has(DSI_LOG_DEBUG, "chat: rendered"));
 
     // A session without its own sink logs to the process-wide one: what was loaded
     // (INFO), the AUTO fallback (WARN), contexts and their caches (INFO), each eval (DEBUG).

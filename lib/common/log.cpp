@@ -1,6 +1,7 @@
 #include "common/log.h"
 
 #include "common/error.h"
+#include "common/params.h"
 
 #include <cstdarg>
 #include <cstdio>
@@ -50,9 +51,10 @@ void log_global(dsi_log_level level, const char *fmt, ...) {
 
 extern "C" DSI_API dsi_status dsi_log_set(dsi_log_fn fn, void *user_data, dsi_log_level min_level) {
     return dsi::guard([&] {
-        if (min_level < DSI_LOG_DEBUG || min_level > DSI_LOG_NONE)
-            dsi::fail(DSI_ERR_INVALID_ARGUMENT, "dsi_log_set: min_level %d is outside [DSI_LOG_DEBUG, DSI_LOG_NONE]",
-                      static_cast<int>(min_level));
+        const auto level = dsi::enum_value(min_level);
+        if (level < DSI_LOG_DEBUG || level > DSI_LOG_NONE)
+            dsi::fail(DSI_ERR_INVALID_ARGUMENT, "dsi_log_set: min_level %lld is outside [DSI_LOG_DEBUG, DSI_LOG_NONE]",
+                      static_cast<long long>(level));
         dsi::GlobalSink &g = dsi::global_sink();
         std::lock_guard<std::mutex> lock(g.mutex);
         g.fn = fn;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 namespace dsi {
 
@@ -22,6 +23,16 @@ P read_params(const P *given, P defaults, size_t v1_size, const char *name) {
     std::memcpy(static_cast<void *>(&defaults), given, given->struct_size);
     defaults.struct_size = sizeof(P);
     return defaults;
+}
+
+// The integer a caller passed for an enum parameter. C callers may pass any int; in C++
+// loading an enum object whose value lies outside the enum's range is undefined, so the
+// bytes are copied instead.
+template <class E>
+std::underlying_type_t<E> enum_value(const E &e) {
+    std::underlying_type_t<E> v;
+    std::memcpy(&v, &e, sizeof v);
+    return v;
 }
 
 }  // namespace dsi

@@ -247,10 +247,7 @@ Json reply(Model &model, Sampler &sampler, unsigned flags, int32_t max_tokens) {
     Display display;
     std::string reply_text;
     for (int32_t i = 0; i < max_tokens; ++i) {
-        if (g_stop.load()) {
-            write_out(stderr, "\n[stopped]");
-            break;
-        }
+        if (g_stop.load()) break;
         if (dsi_context_length(ctx) >= dsi_context_n_ctx(ctx)) {
             write_out(stderr, "\ndsinfer: the context is full; the reply is cut short\n");
             break;
@@ -279,6 +276,7 @@ Json reply(Model &model, Sampler &sampler, unsigned flags, int32_t max_tokens) {
         result = Json{{"content", reply_text}};
     }
     display.finish();
+    if (g_stop.load()) write_out(stderr, "[stopped]\n");
     return result;
 }
 
