@@ -149,12 +149,12 @@ typedef enum dsi_log_level {
 ** the call. It may be called from any thread that calls into the library, including
 ** several at once: the callback must be thread-safe.
 **
-** What is logged: DSI_LOG_INFO what was loaded (dims, dtype, weight bytes, backend,
-** threads) and each context created (n_ctx, cache bytes); DSI_LOG_WARN fallbacks and
-** oddities (DSI_BACKEND_AUTO without a GPU, a tokenizer smaller than the model's
-** vocabulary, n_ctx capped by default); DSI_LOG_ERROR every failed call's message
-** (process-wide sink only); DSI_LOG_DEBUG per-call detail (each eval and its time,
-** tokenizer loads).
+** What is logged: DSI_LOG_INFO what was loaded (dims, dtype, parameters, weight bytes,
+** backend, threads), the cache pool, each context created (n_ctx, cache bytes), a
+** tokenizer with fewer ids than the model; DSI_LOG_WARN fallbacks and oddities
+** (DSI_BACKEND_AUTO falling back to the CPU, a model without eos_token_id);
+** DSI_LOG_ERROR every failed call's message (process-wide sink only); DSI_LOG_DEBUG
+** per-call detail (each eval and its time, tokenizer loads, chat rendering).
 */
 typedef void (*dsi_log_fn)(dsi_log_level level, const char *message, void *user_data);
 

@@ -158,7 +158,11 @@ TEST_CASE("rule: accessors document their value for NULL (bos/eos are -1)") {
     cfg.erase("eos_token_id");
     fs::remove(dir.path / "config.json");
     dir.write("config.json", cfg.dump());
+    LogLines log;
+    REQUIRE(dsi_log_set(LogLines::sink, &log, DSI_LOG_WARN) == DSI_OK);
     dsi_session *s = open_cpu(dir.path.string());
+    REQUIRE(dsi_log_set(nullptr, nullptr, DSI_LOG_NONE) == DSI_OK);
+    CHECK(log.has(DSI_LOG_WARN, "no eos_token_id"));
     CHECK(dsi_session_bos_token(s) == -1);
     CHECK(dsi_session_eos_token(s) == -1);
     CHECK(dsi_session_eog_tokens(s, nullptr, 0) == 0);
