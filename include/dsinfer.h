@@ -223,6 +223,10 @@ DSI_API dsi_session_params dsi_session_default_params(void);
 ** FP8 block-scaled weights stay FP8 in memory and are dequantised on use.
 ** `params` may be NULL for the defaults. On success *out owns the session; free it
 ** with dsi_session_free(). On failure *out is set to NULL.
+** Memory mapping: like SQLite's mmap mode, the shards must not change while the session
+** lives. A shard truncated or rewritten on disk after opening makes the next evaluation
+** that reads the lost pages fault with SIGBUS, which no status can report: replace model
+** files by writing new ones and renaming them into place.
 ** Thread-safe: sessions may be opened concurrently from several threads.
 */
 DSI_API dsi_status dsi_session_open(const char *model_dir, const dsi_session_params *params,
@@ -625,6 +629,40 @@ DSI_API dsi_sampler_perf dsi_sampler_perf_get(const dsi_sampler *sampler);
 
 /* Sets the counters to zero. NULL is a no-op. Thread-safe. */
 DSI_API void dsi_sampler_perf_reset(dsi_sampler *sampler);
+
+/* ==================================================================================
+** Saved state (see "Serving")
+** ================================================================================*/
+
+/*
+** Saved state: a context's tokens, caches and last logits, and optionally a sampler's
+** parameters and random state, as a Flatbuffers buffer (schema lib/state/state.fbs)
+** tagged with the model's identity (a hash of config.json and every tensor's name,
+** dtype and shape). Loading it into a context of any session of the same model, in
+** any process, continues exactly where the saved one stopped.
+**
+** dsi_context_save_state: *data (free with dsi_free()) and *size receive the buffer.
+** `sampler` may be NULL. A state above 2 GiB (Flatbuffers' limit; about 12K tokens of
+** the released model in float32) is DSI_ERR_UNSUPPORTED.
+** dsi_context_load_state: replaces ctx's tokens, caches and logits. Everything is
+** checked before anything changes: not a state, truncated or corrupted (the
+** Flatbuffers verifier, then every size and value) or from a newer dsinfer is
+** DSI_ERR_FORMAT; another model is DSI_ERR_CONFIG; more tokens than ctx's n_ctx is
+** DSI_ERR_CONTEXT_FULL; no free pages is DSI_ERR_NO_MEMORY. With a non-NULL `sampler`
+** its parameters and random state are restored too (DSI_ERR_INVALID_ARGUMENT if the
+** state was saved without one).
+** The _file variants write / read the same bytes to / from `path` (DSI_ERR_IO).
+** Threading: ctx (and sampler) must not be used by another thread meanwhile
+** (DSI_ERR_BUSY for ctx).
+*/
+DSI_API dsi_status dsi_context_save_state(dsi_context *ctx, const dsi_sampler *sampler,
+                                          void **data, size_t *size);
+DSI_API dsi_status dsi_context_load_state(dsi_context *ctx, const void *data, size_t size,
+                                          dsi_sampler *sampler);
+DSI_API dsi_status dsi_context_save_state_file(dsi_context *ctx, const dsi_sampler *sampler,
+                                               const char *path);
+DSI_API dsi_status dsi_context_load_state_file(dsi_context *ctx, const char *path,
+                                               dsi_sampler *sampler);
 
 /* ==================================================================================
 ** Tokenizer (Hugging Face tokenizer.json, byte-level BPE)

@@ -53,7 +53,7 @@ std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_contex
     if (p.n_ctx < 0 || p.n_ctx > n_train)
         fail(DSI_ERR_INVALID_ARGUMENT, "n_ctx %d is outside [0, %lld] (the model's max_position_embeddings)", p.n_ctx,
              (long long)n_train);
-    if (p.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", p.n_threads);
+    check_n_threads(p.n_threads, "dsi_context_params");
     auto ctx = std::make_unique<dsi_context>();
     ctx->n_ctx = p.n_ctx == 0 ? n_train : p.n_ctx;
     ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
@@ -83,6 +83,19 @@ std::unique_ptr<dsi_context> fork_context(dsi_context *ctx) {
     copy->session = ctx->session;
     ctx->session->n_contexts.fetch_add(1);
     return copy;
+}
+
+void publish_full_pages(dsi_context *ctx) {
+    PageAllocator &pa = *ctx->session->pages;
+    const size_t full = ctx->tokens.size() / static_cast<size_t>(kPageTokens);
+    while (ctx->page_hashes.size() < full) {
+        const size_t k = ctx->page_hashes.size();
+        const uint64_t parent = k == 0 ? 0 : ctx->page_hashes.back();
+        const int32_t *page_tokens = ctx->tokens.data() + k * static_cast<size_t>(kPageTokens);
+        const uint64_t h = PageAllocator::chain_hash(parent, page_tokens);
+        pa.publish(ctx->pages[k], h, parent, page_tokens);
+        ctx->page_hashes.push_back(h);
+    }
 }
 
 void truncate_context(dsi_context *ctx, int64_t length) {

@@ -69,12 +69,13 @@ dsi_sampler_params checked_sampler_params(const dsi_sampler_params *in) {
 // Repeat first, then frequency and presence, as the header lists them.
 static void penalise(const dsi_sampler_params &p, float *logits, int32_t id, size_t count) {
     float l = logits[id];
+    if (l == -INFINITY) return;  // a masked token stays masked (-inf - -inf would be NaN)
     l = l > 0.0f ? l / p.repeat_penalty : l * p.repeat_penalty;
     l -= static_cast<float>(count) * p.frequency_penalty;
     l -= p.presence_penalty;
-    if (l == INFINITY)
-        fail(DSI_ERR_INVALID_ARGUMENT, "penalties turn the logit of token %d (%g) into +inf", id,
-             static_cast<double>(logits[id]));
+    if (l == INFINITY || std::isnan(l))
+        fail(DSI_ERR_INVALID_ARGUMENT, "penalties turn the logit of token %d (%g) into %g", id,
+             static_cast<double>(logits[id]), static_cast<double>(l));
     logits[id] = l;
 }
 
@@ -130,7 +131,12 @@ int32_t dsi_sampler::sample(const float *in, int32_t n_vocab, const int32_t *his
     logits.assign(in, in + n_vocab);
     apply_logit_bias(n_vocab);
     dsi::apply_penalties(params, logits.data(), hist, n_hist, window);
-    if (params.temperature <= 0.0f) return dsi::argmax(logits);
+    if (params.temperature <= 0.0f) {
+        const int32_t best = dsi::argmax(logits);
+        if (logits[best] == -INFINITY)
+            dsi::fail(DSI_ERR_INVALID_ARGUMENT, "every logit is -inf after the penalties: no token can be chosen");
+        return best;
+    }
 
     candidates.clear();
     for (int32_t i = 0; i < n_vocab; ++i)

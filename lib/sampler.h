@@ -21,6 +21,13 @@ public:
     uint64_t next();
     // Uniform in [0, 1): the top 53 bits of next() scaled by 2^-53.
     double next_double();
+    // The four state words, for saved state (lib/state).
+    void get_state(uint64_t out[4]) const {
+        for (int i = 0; i < 4; ++i) out[i] = s_[i];
+    }
+    void set_state(const uint64_t in[4]) {
+        for (int i = 0; i < 4; ++i) s_[i] = in[i];
+    }
 
 private:
     uint64_t s_[4];

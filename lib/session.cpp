@@ -3,6 +3,7 @@
 #include "common/error.h"
 #include "common/file.h"
 #include "common/log.h"
+#include "common/params.h"
 #include "text/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 dsi_session::~dsi_session() = default;
@@ -33,7 +35,7 @@ void release_session(dsi_session *s) {
 
 namespace {
 
-std::unique_ptr<Backend> make_backend(dsi_backend kind, int n_threads, dsi_backend &chosen) {
+std::unique_ptr<Backend> make_backend(int kind, int n_threads, dsi_backend &chosen) {
     switch (kind) {
     case DSI_BACKEND_AUTO:
     case DSI_BACKEND_CPU:
@@ -42,7 +44,7 @@ std::unique_ptr<Backend> make_backend(dsi_backend kind, int n_threads, dsi_backe
     case DSI_BACKEND_CUDA:
         fail(DSI_ERR_UNSUPPORTED, "this build of dsinfer has no CUDA backend (use DSI_BACKEND_CPU or AUTO)");
     }
-    fail(DSI_ERR_INVALID_ARGUMENT, "unknown backend %d", static_cast<int>(kind));
+    fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.backend is %d, not a dsi_backend value", kind);
 }
 
 std::string describe(const ModelConfig &c, const char *backend) {
@@ -100,22 +102,33 @@ void create_cache_pool(dsi_session &s, size_t budget) {
 
 }  // namespace
 
+void check_n_threads(int32_t n_threads, const char *which) {
+    if (n_threads < 0 || n_threads > kMaxThreads)
+        fail(DSI_ERR_INVALID_ARGUMENT, "%s.n_threads is %d: it must be 0 (default) or 1 to %d", which, n_threads,
+             kMaxThreads);
+}
+
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params) {
-    if (params.n_threads < 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_threads must be >= 0, got %d", params.n_threads);
+    check_n_threads(params.n_threads, "dsi_session_params");
+    const int log_level = enum_value(params.log_level);
+    if (log_level < DSI_LOG_DEBUG || log_level > DSI_LOG_NONE)
+        fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.log_level is %d, not a dsi_log_level value (0 to 4)",
+             log_level);
     auto s = std::make_unique<dsi_session>();
     s->log = params.log;
     s->log_user_data = params.log_user_data;
-    s->log_level = params.log_level;
+    s->log_level = static_cast<dsi_log_level>(log_level);
     s->n_threads = params.n_threads;
 
     const double start_ms = now_ms();
     auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
     if (!progress(0.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
-    std::unique_ptr<Backend> backend = make_backend(params.backend, params.n_threads, s->backend);
-    if (params.backend == DSI_BACKEND_AUTO)
+    std::unique_ptr<Backend> backend = make_backend(enum_value(params.backend), params.n_threads, s->backend);
+    if (enum_value(params.backend) == DSI_BACKEND_AUTO)
         s->logf(DSI_LOG_WARN, "backend AUTO: this build of dsinfer has no CUDA backend, using the CPU");
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
+    s->identity = model_identity(read_text_file(std::string(model_dir) + "/config.json", "config"), *s->model->checkpoint);
     const ModelConfig &cfg = s->model->cfg;
     for (int64_t id : cfg.eos_token_ids) s->eog_tokens.push_back(static_cast<int32_t>(id));
     for (int64_t id : generation_eos(model_dir, cfg.vocab_size))

@@ -4,6 +4,7 @@
 #include "dsinfer.h"
 #include "model/model.h"
 #include "serving/page_allocator.h"
+#include "state/state.h"
 
 #include <atomic>
 #include <memory>
@@ -24,6 +25,7 @@ struct dsi_session {
     dsi_backend backend = DSI_BACKEND_CPU;
     int32_t n_threads = 0;
     std::string description;
+    dsi::ModelIdentity identity{};  // what a saved state must match (state/state.h)
     dsi_log_fn log = nullptr;
     void *log_user_data = nullptr;
     dsi_log_level log_level = DSI_LOG_WARN;
@@ -102,6 +104,13 @@ struct dsi_context {
 
 namespace dsi {
 
+// More threads than this is a mistake, not a machine: libgomp aborts the process when it
+// cannot create a team of 16384.
+constexpr int32_t kMaxThreads = 1024;
+
+// Checks a session or context n_threads: 0 (the default) or in [1, kMaxThreads].
+void check_n_threads(int32_t n_threads, const char *which);
+
 // Opens a session (the body of dsi_session_open). Throws dsi::Error.
 std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_session_params &params);
 
@@ -127,6 +136,9 @@ std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_contex
 
 // A context sharing every page of ctx (which the caller has locked).
 std::unique_ptr<dsi_context> fork_context(dsi_context *ctx);
+
+// Publishes ctx's full pages that are not yet in the prefix cache (page_allocator.h).
+void publish_full_pages(dsi_context *ctx);
 
 // Drops tokens [length, end) of ctx and the pages that held only them.
 void truncate_context(dsi_context *ctx, int64_t length);

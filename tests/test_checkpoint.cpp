@@ -150,7 +150,7 @@ TEST_CASE("f16_to_float decodes every half-precision bit pattern exactly") {
 TEST_CASE("convert_to_float handles every float dtype and refuses the rest") {
     TempDir tmp;
     const std::string path = tmp / "mixed.safetensors";
-    // h: F16 [1, -2, 0.5], i: I32 [7], f: F32 [3.5] at an odd offset (unaligned).
+    // h: F16 [1, -2, 0.5], i: I32 [7], one U8 byte, f: F32 [3.5] at an odd offset (unaligned).
     std::string data;
     for (uint16_t h : {uint16_t(0x3C00), uint16_t(0xC000), uint16_t(0x3800)})
         data += std::string{char(h & 0xFF), char(h >> 8)};
@@ -160,6 +160,7 @@ TEST_CASE("convert_to_float handles every float dtype and refuses the rest") {
     data.append(reinterpret_cast<const char *>(&f), 4);
     const std::string header = R"({"h":{"dtype":"F16","shape":[3],"data_offsets":[0,6]},)"
                                R"("i":{"dtype":"I32","shape":[1],"data_offsets":[6,10]},)"
+                               R"("pad":{"dtype":"U8","shape":[1],"data_offsets":[10,11]},)"
                                R"("f":{"dtype":"F32","shape":[1],"data_offsets":[11,15]}})";
     write_bytes(path, safetensors_bytes(header, data));
     auto file = dsi::SafetensorsFile::open(path);

@@ -556,6 +556,19 @@ dsi::ModelConfig rope_config(const char *type, int64_t rope_dim, double theta) {
     return cfg;
 }
 
+// YaRN with beta 32/1 and mscale = mscale_all_dim = 1, theta 10000, qk_nope = 2 * rope.
+dsi::ModelConfig yarn_config(int64_t rope_dim, int64_t max_positions, double factor, int64_t original) {
+    dsi::ModelConfig cfg = rope_config("yarn", rope_dim, 10000.0);
+    cfg.max_position_embeddings = max_positions;
+    cfg.rope.factor = factor;
+    cfg.rope.original_max_position_embeddings = original;
+    cfg.rope.beta_fast = 32;
+    cfg.rope.beta_slow = 1;
+    cfg.rope.mscale = 1.0;
+    cfg.rope.mscale_all_dim = 1.0;
+    return cfg;
+}
+
 // transformers' _compute_yarn_parameters, in double.
 std::vector<double> yarn_inv_freq_ref(const dsi::ModelConfig &cfg, int64_t *low_out, int64_t *high_out) {
     const auto &r = cfg.rope;
@@ -610,15 +623,7 @@ TEST_CASE("rope_frequencies: default rope, YaRN (golden and DeepSeek-V3 configs)
         }
     }
     SUBCASE("YaRN, golden tiny config") {
-        auto cfg = rope_config("yarn", 16, 10000.0);
-        cfg.qk_nope_head_dim = 32;
-        cfg.max_position_embeddings = 512;
-        cfg.rope.factor = 4.0;
-        cfg.rope.original_max_position_embeddings = 128;
-        cfg.rope.beta_fast = 32;
-        cfg.rope.beta_slow = 1;
-        cfg.rope.mscale = 1.0;
-        cfg.rope.mscale_all_dim = 1.0;
+        const auto cfg = yarn_config(16, 512, 4.0, 128);
         const auto f = dsi::rope_frequencies(cfg);
         int64_t low = -1, high = -1;
         const auto ref = yarn_inv_freq_ref(cfg, &low, &high);
@@ -667,16 +672,19 @@ TEST_CASE("rope_frequencies: default rope, YaRN (golden and DeepSeek-V3 configs)
         dsi::rope_tables(f, 3, cs, sn);
         CHECK(double(cs[0]) == doctest::Approx(0.1 * std::log(4.0) + 1.0).epsilon(1e-7));  // cos 0 * factor
     }
+    SUBCASE("YaRN, factor other than max/original (issue 8's V3 config): the config's factor") {
+        const auto cfg = yarn_config(64, 512, 2.0, 64);  // max/original would be 8
+        const auto f = dsi::rope_frequencies(cfg);
+        int64_t low = -1, high = -1;
+        const auto ref = yarn_inv_freq_ref(cfg, &low, &high);
+        CHECK(max_rel(f.inv_freq, ref) <= tol);
+        // the slowest dim is fully interpolated: divided by 2, not by 8
+        CHECK(double(f.inv_freq[31]) == doctest::Approx(std::pow(1e4, -62.0 / 64) / 2).epsilon(tol));
+        const double m = 0.1 * std::log(2.0) + 1.0;
+        CHECK(double(dsi::mla_softmax_scale(cfg)) == doctest::Approx(m * m / std::sqrt(192.0)).epsilon(1e-7));
+    }
     SUBCASE("YaRN, DeepSeek-V3 config (factor 40, original 4096, rope dim 64)") {
-        auto cfg = rope_config("yarn", 64, 10000.0);
-        cfg.qk_nope_head_dim = 128;
-        cfg.max_position_embeddings = 163840;
-        cfg.rope.factor = 40.0;
-        cfg.rope.original_max_position_embeddings = 4096;
-        cfg.rope.beta_fast = 32;
-        cfg.rope.beta_slow = 1;
-        cfg.rope.mscale = 1.0;
-        cfg.rope.mscale_all_dim = 1.0;
+        const auto cfg = yarn_config(64, 163840, 40.0, 4096);
         const auto f = dsi::rope_frequencies(cfg);
         int64_t low = -1, high = -1;
         const auto ref = yarn_inv_freq_ref(cfg, &low, &high);

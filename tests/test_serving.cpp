@@ -214,6 +214,31 @@ TEST_CASE("prefix reuse: shared pages give identical logits, also from freed con
     CHECK(same_bits(logits_of(c.c, V), alone(third)));
 }
 
+TEST_CASE("prefix reuse inside a page: the shared positions of a copied page") {
+    Session s;
+    const int32_t V = s.vocab();
+    std::mt19937 g(18);
+    const auto prefix = random_tokens(g, 400, V);
+    auto a = prefix, b = prefix;
+    const auto ta = random_tokens(g, 100, V), tb = random_tokens(g, 9, V);
+    a.insert(a.end(), ta.begin(), ta.end());
+    b.insert(b.end(), tb.begin(), tb.end());
+    Context ca(s.s), cb(s.s), cc(s.s);
+    REQUIRE(dsi_context_eval(ca.c, a.data(), a.size(), 0) == DSI_OK);  // page 6 (384..447) is full
+    REQUIRE(dsi_context_eval(cb.c, b.data(), b.size(), 0) == DSI_OK);
+    CHECK(dsi_context_reused_tokens(cb.c) == 400);  // 6 pages + 16 positions of a copy of page 6
+    CHECK(same_bits(logits_of(cb.c, V), alone(b)));
+    // Exactly the prefix: all but the last token (which must be computed for its logits).
+    REQUIRE(dsi_context_eval(cc.c, prefix.data(), prefix.size(), 0) == DSI_OK);
+    CHECK(dsi_context_reused_tokens(cc.c) == 399);
+    CHECK(same_bits(logits_of(cc.c, V), alone(prefix)));
+    // The source page was copied, not changed: a still continues exactly.
+    const int32_t next = 3;
+    REQUIRE(dsi_context_eval(ca.c, &next, 1, 0) == DSI_OK);
+    a.push_back(next);
+    CHECK(same_bits(logits_of(ca.c, V), alone(a)));
+}
+
 TEST_CASE("fork shares pages; both branches continue exactly") {
     Session s;
     const int32_t V = s.vocab();

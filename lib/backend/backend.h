@@ -118,6 +118,10 @@ struct HeadView {
 //                   [0, row_pos[r]] of its own sequence, whose entries must all be in the
 //                   pool when the op runs (earlier evals, shared prefix pages, or the
 //                   cache_store of this same forward).
+// Batch invariance: the CPU backend computes every row with arithmetic that does not
+// depend on the other rows of the batch (tests/test_serving.cpp checks batched logits
+// bit for bit against each context alone). A GPU backend may split work by batch size;
+// its tolerance against the CPU twin is then stated per op.
 // Ownership: page allocation, reference counts, prefix sharing and copy-on-write are
 // host bookkeeping above the backend (lib/serving). A backend op never allocates pages
 // and never reads host memory (except where a parameter says "host"), so a decode step

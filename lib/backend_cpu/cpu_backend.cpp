@@ -219,9 +219,13 @@ public:
             for (int64_t t = 0; t < tiles; ++t) {
                 const int64_t r0 = t * kTileRows, nr = std::min(kTileRows, n_out - r0);
                 cpu(w).dequant_rows(r0, nr, tile.data());
-                for (int64_t i = 0; i < rows; ++i)
-                    for (int64_t r = 0; r < nr; ++r)
-                        y[i * n_out + r0 + r] = kernels::dot(x + i * k, tile.data() + r * k, k);
+                for (int64_t i = 0; i < rows; ++i) {
+                    const float *xi = x + i * k;
+                    float *yi = y + i * n_out + r0;
+                    int64_t r = 0;
+                    for (; r + 4 <= nr; r += 4) kernels::dot4(xi, tile.data() + r * k, k, yi + r);
+                    for (; r < nr; ++r) yi[r] = kernels::dot(xi, tile.data() + r * k, k);
+                }
             }
         }
     }

@@ -23,6 +23,23 @@ inline float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+// y[j] = x . w[j*k ...] for 4 consecutive rows of w: four independent accumulators
+// share each load of x (one accumulator is bound by the add latency). Which rows use
+// it depends only on the matrix shape, never on the number of input rows, so results
+// do not depend on batch size.
+inline void dot4(const float *x, const float *w, int64_t k, float *y) {
+    const float *w0 = w, *w1 = w + k, *w2 = w + 2 * k, *w3 = w + 3 * k;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t i = 0; i < k; ++i) {
+        s0 += x[i] * w0[i];
+        s1 += x[i] * w1[i];
+        s2 += x[i] * w2[i];
+        s3 += x[i] * w3[i];
+    }
+    y[0] = s0, y[1] = s1, y[2] = s2, y[3] = s3;
+}
+
 // y += a * x
 inline void axpy(float a, const float *x, float *y, int64_t n) {
 #pragma omp simd

@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/file.h"
+#include "common/json_text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -162,6 +163,26 @@ void check_no_overlap(const std::string &path, std::vector<ParsedEntry> &entries
                  (unsigned long long)entries[i].begin, (unsigned long long)entries[i].end);
 }
 
+// The format requires the tensors to cover the data section exactly, without gaps. A
+// header length that is off by a few bytes (shortened into its own padding) would
+// otherwise shift every tensor of the file silently.
+void check_coverage(const std::string &path, const std::vector<ParsedEntry> &sorted, uint64_t data_size) {
+    uint64_t covered = 0;
+    for (const ParsedEntry &e : sorted) {
+        if (e.begin != covered)
+            fail(DSI_ERR_FORMAT,
+                 "%s: tensor '%s' starts at data byte %llu but the previous tensor ends at %llu; the tensors must "
+                 "cover the data section without gaps (header length wrong?)",
+                 path.c_str(), e.info.name.c_str(), (unsigned long long)e.begin, (unsigned long long)covered);
+        covered = e.end;
+    }
+    if (covered != data_size)
+        fail(DSI_ERR_FORMAT,
+             "%s: the tensors cover %llu bytes but the data section after the header is %llu bytes; the header "
+             "length or the file size is wrong",
+             path.c_str(), (unsigned long long)covered, (unsigned long long)data_size);
+}
+
 }  // namespace
 
 const char *dtype_name(DType t) {
@@ -189,15 +210,11 @@ std::string TensorInfo::shape_str() const {
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) {
     const char *f = path.c_str();
     Fd fd;
-    fd.fd = ::open(f, O_RDONLY | O_CLOEXEC);
-    if (fd.fd < 0) fail(DSI_ERR_IO, "cannot open %s: %s", f, std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd.fd, &st) != 0) fail(DSI_ERR_IO, "cannot stat %s: %s", f, std::strerror(errno));
-    if (S_ISDIR(st.st_mode)) fail(DSI_ERR_IO, "%s is a directory, not a safetensors file", f);
-    if (!S_ISREG(st.st_mode)) fail(DSI_ERR_IO, "%s is not a regular file", f);
+    size_t file_size = 0;
+    fd.fd = open_regular_file(path, "safetensors file", &file_size);
     // mmap of length 0 fails with EINVAL, so an empty file is reported here.
-    if (st.st_size == 0) fail(DSI_ERR_IO, "%s is empty", f);
-    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (file_size == 0) fail(DSI_ERR_IO, "%s is empty", f);
+    const uint64_t size = static_cast<uint64_t>(file_size);
     if (size < 8)
         fail(DSI_ERR_FORMAT, "%s: %llu bytes is too short for a safetensors file", f,
              (unsigned long long)size);
@@ -218,9 +235,12 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
         fail(DSI_ERR_FORMAT, "%s: header length %llu is implausibly large", f,
              (unsigned long long)header_len);
 
+    const std::string_view header_text(reinterpret_cast<const char *>(base + 8), header_len);
+    if (std::string problem = json_text_problem(header_text); !problem.empty())
+        fail(DSI_ERR_FORMAT, "%s: header: %s", f, problem.c_str());
     json header;
     try {
-        header = json::parse(base + 8, base + 8 + header_len);
+        header = json::parse(header_text);
     } catch (const json::exception &e) {
         fail(DSI_ERR_FORMAT, "%s: header is not valid JSON: %s", f, e.what());
     }
@@ -237,6 +257,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
         entries.push_back(parse_entry(path, it.key(), it.value(), data_size));
     }
     check_no_overlap(path, entries);
+    check_coverage(path, entries, data_size);
     for (ParsedEntry &e : entries) {
         e.info.data = data + e.begin;
         file->tensors_.emplace(e.info.name, std::move(e.info));
@@ -256,8 +277,11 @@ namespace {
 std::map<std::string, std::vector<std::string>> read_index(const std::string &index_path) {
     const char *f = index_path.c_str();
     json index;
+    const std::string text = read_text_file(index_path, "checkpoint index");
+    if (std::string problem = json_text_problem(text); !problem.empty())
+        fail(DSI_ERR_FORMAT, "%s: %s", f, problem.c_str());
     try {
-        index = json::parse(read_text_file(index_path));
+        index = json::parse(text);
     } catch (const json::exception &e) {
         fail(DSI_ERR_FORMAT, "%s: not valid JSON: %s", f, e.what());
     }

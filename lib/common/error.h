@@ -41,6 +41,9 @@ dsi_status guard(F &&body) noexcept {
     } catch (const std::bad_alloc &) {
         set_last_error("out of memory");
         return DSI_ERR_NO_MEMORY;
+    } catch (const std::length_error &e) {  // a container asked for more than it can hold
+        set_last_error(std::string("out of memory: a size too large to allocate (") + e.what() + ")");
+        return DSI_ERR_NO_MEMORY;
     } catch (const std::exception &e) {
         set_last_error(std::string("internal error: ") + e.what());
         return DSI_ERR_INTERNAL;

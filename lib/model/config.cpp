@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/file.h"
+#include "common/json_text.h"
 
 #include <nlohmann/json.hpp>
 
@@ -76,6 +77,12 @@ public:
     int64_t required_int(const std::string &key, int64_t min) const {
         if (!has(key)) missing(key);
         return int_min(key, min, 0);
+    }
+    // A value already read that must not exceed `max` (what the engine can address).
+    void at_most(const std::string &key, int64_t value, int64_t max) const {
+        if (value > max)
+            fail(DSI_ERR_CONFIG, "'%s' is %lld, more than the %lld dsinfer supports, in %s", name(key).c_str(),
+                 (long long)value, (long long)max, path_.c_str());
     }
 
     std::optional<double> num(const std::string &key) const {
@@ -292,6 +299,14 @@ void parse_architecture(const Obj &o, ModelConfig &c) {
 
 // ---- dimensions ----------------------------------------------------------------------
 
+// Bounds that keep every size the engine computes from the config (products of two
+// dimensions, times a token count and an element size) far from int64 overflow before
+// the checkpoint's tensors confirm them; the released model is well inside each.
+constexpr int64_t kMaxDim = int64_t(1) << 24;          // any width, rank or head count
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxExperts = int64_t(1) << 16;
+constexpr int64_t kMaxPositions = INT32_MAX;             // reported as int32 by the C API
+
 void parse_dims(const Obj &o, ModelConfig &c) {
     c.vocab_size = o.required_int("vocab_size", 1);
     c.hidden_size = o.required_int("hidden_size", 1);
@@ -300,6 +315,9 @@ void parse_dims(const Obj &o, ModelConfig &c) {
     c.max_position_embeddings = o.required_int("max_position_embeddings", 1);
     c.num_nextn_predict_layers = o.int_min("num_nextn_predict_layers", 0, 0);
     c.rms_norm_eps = o.positive_num("rms_norm_eps", c.rms_norm_eps);
+    // eps is added to a mean of squares in float32: it must stay a small positive float.
+    if (c.rms_norm_eps > 1.0 || static_cast<float>(c.rms_norm_eps) == 0.0f)
+        o.value_error("rms_norm_eps", "in (0, 1] and representable as a float32 (e.g. 1e-6)");
     c.tie_word_embeddings = o.bool_("tie_word_embeddings").value_or(false);
 
     // MLA. q_lora_rank null (or 0) means q is projected directly by q_proj.
@@ -312,6 +330,13 @@ void parse_dims(const Obj &o, ModelConfig &c) {
     if (c.qk_rope_head_dim % 2 != 0) o.value_error("qk_rope_head_dim", "even (RoPE rotates pairs)");
     if (std::optional<int64_t> qk = o.int_("qk_head_dim"); qk && *qk != c.qk_head_dim())
         o.value_error("qk_head_dim", "qk_nope_head_dim + qk_rope_head_dim");
+
+    for (const char *key : {"vocab_size", "hidden_size", "intermediate_size", "q_lora_rank", "kv_lora_rank",
+                            "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "num_attention_heads"})
+        if (o.has(key)) o.at_most(key, *o.int_(key), kMaxDim);
+    o.at_most("num_hidden_layers", c.num_hidden_layers, kMaxLayers);
+    o.at_most("num_nextn_predict_layers", c.num_nextn_predict_layers, kMaxLayers);
+    o.at_most("max_position_embeddings", c.max_position_embeddings, kMaxPositions);
 
     if (c.bos_token_id = o.int_min("bos_token_id", 0, -1); c.bos_token_id >= c.vocab_size)
         o.value_error("bos_token_id", "less than vocab_size");
@@ -356,6 +381,10 @@ void parse_indexer(const Obj &o, ModelConfig &c) {
     c.index_topk = o.required_int("index_topk", 1);
     c.index_n_heads = o.required_int("index_n_heads", 1);
     c.index_head_dim = o.required_int("index_head_dim", 1);
+    o.at_most("index_n_heads", c.index_n_heads, kMaxDim);
+    o.at_most("index_head_dim", c.index_head_dim, kMaxDim);
+    // Selecting more tokens than there are positions selects them all.
+    o.at_most("index_topk", c.index_topk, c.max_position_embeddings);
     if (c.index_head_dim < c.qk_rope_head_dim)
         o.value_error("index_head_dim", "at least qk_rope_head_dim (it holds the rotated part)");
 }
@@ -387,6 +416,10 @@ void parse_moe(const Obj &o, ModelConfig &c) {
     c.n_group = o.required_int("n_group", 1);
     c.topk_group = o.required_int("topk_group", 1);
     c.routed_scaling_factor = o.required_positive_num("routed_scaling_factor");
+    o.at_most("n_routed_experts", c.n_routed_experts, kMaxExperts);
+    o.at_most("moe_intermediate_size", c.moe_intermediate_size, kMaxDim);
+    o.at_most("n_shared_experts", c.n_shared_experts, kMaxExperts);
+    if (c.routed_scaling_factor > 1e6) o.value_error("routed_scaling_factor", "a positive number up to 1e6");
     c.norm_topk_prob = o.bool_("norm_topk_prob").value_or(true);
 
     if (c.n_routed_experts % c.n_group != 0) o.value_error("n_group", "a divisor of n_routed_experts");
@@ -484,7 +517,7 @@ RopeConfig parse_rope_dict(const Obj &r, std::optional<double> theta) {
 // they describe the same RoPE.
 RopeConfig parse_rope(const Obj &o) {
     std::optional<double> theta = o.num("rope_theta");
-    if (theta && !(*theta > 0)) o.value_error("rope_theta", "a positive number");
+    if (theta && (!(*theta > 0) || !std::isfinite(*theta))) o.value_error("rope_theta", "a positive number");
     std::optional<RopeConfig> legacy, params;
     if (o.has("rope_scaling")) legacy = parse_rope_dict(o.child("rope_scaling"), theta);
     if (o.has("rope_parameters")) params = parse_rope_dict(o.child("rope_parameters"), theta);
@@ -573,6 +606,8 @@ void check_fixed_semantics(const Obj &o) {
 }  // namespace
 
 ModelConfig parse_config(const std::string &json_text, const std::string &path) {
+    if (std::string problem = json_text_problem(json_text); !problem.empty())
+        fail(DSI_ERR_FORMAT, "%s: %s", path.c_str(), problem.c_str());
     json root;
     try {
         root = json::parse(json_text);
@@ -599,7 +634,7 @@ ModelConfig parse_config(const std::string &json_text, const std::string &path) 
 
 ModelConfig load_config(const std::string &dir) {
     const std::string path = dir + "/config.json";
-    return parse_config(read_text_file(path), path);
+    return parse_config(read_text_file(path, "config", size_t(16) << 20), path);
 }
 
 }  // namespace dsi

@@ -69,7 +69,8 @@ struct Scratch {
     Buffer iq, ik, iw, select, select_slots;
     Buffer expert_ids, expert_weights, mlp_out, shared_out;
 
-    Scratch(const ModelConfig &c, Backend &be, int64_t T) {
+    // `topk`: the indexer's selections per row (selection_size()).
+    Scratch(const ModelConfig &c, Backend &be, int64_t T, int64_t topk) {
         const size_t f = sizeof(float);
         const int64_t heads = c.num_attention_heads;
         x = be.alloc(T * c.hidden_size * f);
@@ -87,8 +88,8 @@ struct Scratch {
             iq = be.alloc(T * c.index_n_heads * c.index_head_dim * f);
             ik = be.alloc(T * c.index_head_dim * f);
             iw = be.alloc(T * c.index_n_heads * f);
-            select = be.alloc(T * c.index_topk * sizeof(int32_t));
-            select_slots = be.alloc(T * c.index_topk * sizeof(int32_t));
+            select = be.alloc(T * topk * sizeof(int32_t));
+            select_slots = be.alloc(T * topk * sizeof(int32_t));
         }
         if (c.n_routed_experts > 0) {
             expert_ids = be.alloc(T * c.num_experts_per_tok * sizeof(int32_t));
@@ -98,6 +99,15 @@ struct Scratch {
         mlp_out = be.alloc(T * c.hidden_size * f);
     }
 };
+
+// A row at position p sees p + 1 tokens, so a larger index_topk selects them all:
+// capping it at the batch's longest view keeps the selection buffers proportional to the
+// context, whatever the config says (index_topk may be up to max_position_embeddings).
+int64_t selection_size(const ModelConfig &c, const ForwardBatch &b) {
+    int64_t longest = 1;
+    for (int64_t r = 0; r < b.rows; ++r) longest = std::max<int64_t>(longest, int64_t(b.row_pos[r]) + 1);
+    return std::min(c.index_topk, longest);
+}
 
 // The batch description in backend memory: one upload per forward.
 struct BatchArrays {
@@ -136,7 +146,8 @@ std::vector<T> download(Backend &be, const void *src, size_t count) {
 class LayerRunner {
 public:
     LayerRunner(const Model &m, CachePool &pool, Scratch &s, const BatchArrays &a, const ForwardBatch &b)
-        : m_(m), c_(m.cfg), be_(*m.backend), pool_(pool), s_(s), a_(a), b_(b), T_(b.rows) {
+        : m_(m), c_(m.cfg), be_(*m.backend), pool_(pool), s_(s), a_(a), b_(b), T_(b.rows),
+          topk_(selection_size(m.cfg, b)) {
         seqs_.row_seq = a.row_seq;
         seqs_.row_pos = a.row_pos;
         seqs_.page_table = a.page_table;
@@ -211,7 +222,7 @@ private:
         p.q_rope = s_.q_rope.f32();
         p.mla_pages = pool_.mla[static_cast<size_t>(l)];
         p.select = sparse ? s_.select_slots.i32() : nullptr;
-        p.select_stride = c_.index_topk;
+        p.select_stride = topk_;
         p.seqs = seqs_;
         p.tokens = T_;
         p.heads = heads;
@@ -249,7 +260,7 @@ private:
         p.tokens = T_;
         p.heads = ih;
         p.dim = id;
-        p.topk = c_.index_topk;
+        p.topk = topk_;
         p.scale = m_.index_scale;
         p.select = s_.select.i32();
         p.select_slots = s_.select_slots.i32();
@@ -297,7 +308,7 @@ private:
     Scratch &s_;
     const BatchArrays &a_;
     const ForwardBatch &b_;
-    const int64_t T_;
+    const int64_t T_, topk_;
     RowSequences seqs_;
 };
 
@@ -308,7 +319,7 @@ void forward(const Model &m, CachePool &pool, const ForwardBatch &b) {
     Backend &be = *m.backend;
     const int64_t T = b.rows, H = c.hidden_size;
     BatchArrays a(be, b);
-    Scratch s(c, be, T);
+    Scratch s(c, be, T, selection_size(c, b));
     auto observe = [&](auto &&fn) {
         if (!b.observer) return;
         auto host = download<float>(be, s.x.f32(), static_cast<size_t>(T * H));

@@ -3,8 +3,10 @@
 #include "common/error.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
-#include <unordered_set>
+#include <set>
+#include <vector>
 
 namespace dsi {
 
@@ -26,15 +28,16 @@ public:
     // A [rows, cols] matrix: float dtype, or F8_E4M3 with its weight_scale_inv.
     std::unique_ptr<Matrix> matrix(const std::string &name, int64_t rows, int64_t cols) {
         const TensorInfo &w = ckpt_.get(name);
+        const bool first_use = used_.insert(name).second;  // a tied lm_head binds the embedding again
         check_shape(w, {rows, cols});
-        count(w, true);
+        if (first_use) count(w, true);
         MatrixSource src;
         src.weight = &w;
         src.block_rows = cfg_.fp8_block_rows;
         src.block_cols = cfg_.fp8_block_cols;
         if (w.dtype == DType::F8_E4M3) {
             src.scale_inv = &scale_for(name, w, rows, cols);
-            count(*src.scale_inv, false);
+            if (first_use) count(*src.scale_inv, false);
         } else if (!is_float_dtype(w.dtype)) {
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16, F32 or F8_E4M3",
                  name.c_str(), w.file.c_str(), dtype_name(w.dtype));
@@ -48,9 +51,13 @@ public:
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16 or F32", name.c_str(),
                  t.file.c_str(), dtype_name(t.dtype));
         check_shape(t, {n});
-        count(t, true);
+        if (used_.insert(name).second) count(t, true);
+        check_finite(t);
         return backend_.prepare_vector(t);
     }
+
+    // Names of the tensors bound so far.
+    const std::set<std::string> &used() const { return used_; }
 
     int64_t n_params() const { return n_params_; }
     int64_t bytes() const { return bytes_; }
@@ -65,11 +72,21 @@ public:
     }
 
 private:
-    // Each tensor once: a tied lm_head binds the embedding a second time.
+    // Elements (of weights, not of FP8 scales) and bytes of a tensor bound for the first time.
     void count(const TensorInfo &t, bool is_param) {
-        if (!counted_.insert(&t).second) return;
         if (is_param) n_params_ += t.numel();
         bytes_ += static_cast<int64_t>(t.nbytes);
+    }
+
+    // Norm weights, biases and e_score_correction_bias are small: a NaN or inf there is
+    // checked on load rather than found as NaN logits (or arbitrary routing) later.
+    static void check_finite(const TensorInfo &t) {
+        std::vector<float> v(static_cast<size_t>(t.numel()));
+        convert_to_float(t, 0, t.numel(), v.data());
+        for (size_t i = 0; i < v.size(); ++i)
+            if (!std::isfinite(v[i]))
+                fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has the non-finite value %g at element %zu", t.name.c_str(),
+                     t.file.c_str(), static_cast<double>(v[i]), i);
     }
 
     void check_shape(const TensorInfo &t, std::initializer_list<int64_t> dims) {
@@ -81,6 +98,7 @@ private:
     const TensorInfo &scale_for(const std::string &name, const TensorInfo &w, int64_t rows, int64_t cols) {
         const std::string sname = name + "_scale_inv";
         const TensorInfo *s = ckpt_.find(sname);
+        used_.insert(sname);
         if (!s)
             fail(DSI_ERR_CHECKPOINT, "FP8 tensor '%s' in %s has no block scales '%s'", name.c_str(), w.file.c_str(),
                  sname.c_str());
@@ -102,9 +120,42 @@ private:
     const ModelConfig &cfg_;
     const Checkpoint &ckpt_;
     Backend &backend_;
-    std::unordered_set<const TensorInfo *> counted_;
+    std::set<std::string> used_;
     int64_t n_params_ = 0, bytes_ = 0;
 };
+
+// A checkpoint tensor the config gives no use to means the config does not describe the
+// checkpoint (fewer layers, experts or shared experts than it holds, a dense config for
+// a sparse model...), which would otherwise run and answer wrongly without a word.
+// Allowed: layers after the main ones up to num_nextn_predict_layers (the MTP layer of
+// the released checkpoint), tensors outside model.layers, and RoPE inv_freq buffers.
+void check_all_used(const ModelConfig &cfg, const Checkpoint &ckpt, const std::set<std::string> &used) {
+    static const std::string kLayers = "model.layers.";
+    for (const std::string &name : ckpt.names()) {
+        if (used.count(name) || name.compare(0, kLayers.size(), kLayers) != 0) continue;
+        if (name.size() >= 20 && name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0) continue;
+        const char *digits = name.c_str() + kLayers.size();
+        char *end = nullptr;
+        const unsigned long long layer = std::strtoull(digits, &end, 10);
+        const TensorInfo &t = ckpt.get(name);
+        if (end == digits || *end != '.')
+            fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has no layer number after 'model.layers.'", name.c_str(),
+                 t.file.c_str());
+        const unsigned long long main_layers = static_cast<unsigned long long>(cfg.num_hidden_layers);
+        if (layer >= main_layers) {
+            if (layer < main_layers + static_cast<unsigned long long>(cfg.num_nextn_predict_layers)) continue;
+            fail(DSI_ERR_CHECKPOINT,
+                 "tensor '%s' in %s belongs to layer %llu, but the config has num_hidden_layers %lld and "
+                 "num_nextn_predict_layers %lld: the config does not describe this checkpoint",
+                 name.c_str(), t.file.c_str(), layer, (long long)cfg.num_hidden_layers,
+                 (long long)cfg.num_nextn_predict_layers);
+        }
+        fail(DSI_ERR_CHECKPOINT,
+             "tensor '%s' in %s is not used by the model the config describes (check n_routed_experts, "
+             "n_shared_experts, q_lora_rank, the index_* keys and first_k_dense_replace)",
+             name.c_str(), t.file.c_str());
+    }
+}
 
 void bind_attention(const ModelConfig &cfg, Binder &b, const std::string &p, LayerWeights &lw) {
     const int64_t H = cfg.hidden_size, heads = cfg.num_attention_heads;
@@ -171,6 +222,7 @@ ModelWeights load_weights(const ModelConfig &cfg, const Checkpoint &ckpt, Backen
     w.lm_head = b.matrix(tied ? "model.embed_tokens.weight" : "lm_head.weight", cfg.vocab_size, cfg.hidden_size);
     w.n_params = b.n_params();
     w.bytes = b.bytes();
+    check_all_used(cfg, ckpt, b.used());
     return w;
 }
 

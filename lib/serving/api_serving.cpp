@@ -1,10 +1,16 @@
-// The C API of serving (include/dsinfer.h, "Serving"): batched evaluation, fork and
-// the cache pool's statistics.
+// The C API of serving (include/dsinfer.h, "Serving" and "Saved state"): batched
+// evaluation, fork, the cache pool's statistics, saving and loading a context.
 #include "dsinfer.h"
 
 #include "common/error.h"
+#include "common/file.h"
 #include "session.h"
+#include "state/state.h"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -56,6 +62,54 @@ dsi_status dsi_session_cache_stats(const dsi_session *session, dsi_cache_stats *
         out->pages_cached = st.cached;
         out->pages_free = st.free;
         out->n_contexts = session->n_contexts.load();
+    });
+}
+
+dsi_status dsi_context_save_state(dsi_context *ctx, const dsi_sampler *sampler, void **data, size_t *size) {
+    if (data) *data = nullptr;
+    if (size) *size = 0;
+    return guard([&] {
+        if (!ctx) fail(DSI_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!data || !size) fail(DSI_ERR_INVALID_ARGUMENT, "%s is NULL", data ? "size" : "data");
+        dsi::ContextLock lock(ctx);
+        const std::vector<uint8_t> bytes = dsi::save_state(ctx, sampler);
+        void *out = std::malloc(bytes.size());
+        if (!out) fail(DSI_ERR_NO_MEMORY, "cannot allocate %zu bytes for the saved state", bytes.size());
+        std::memcpy(out, bytes.data(), bytes.size());
+        *data = out;
+        *size = bytes.size();
+    });
+}
+
+dsi_status dsi_context_load_state(dsi_context *ctx, const void *data, size_t size, dsi_sampler *sampler) {
+    return guard([&] {
+        if (!ctx) fail(DSI_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!data) fail(DSI_ERR_INVALID_ARGUMENT, "data is NULL");
+        dsi::ContextLock lock(ctx);
+        dsi::load_state(ctx, static_cast<const uint8_t *>(data), size, sampler);
+    });
+}
+
+dsi_status dsi_context_save_state_file(dsi_context *ctx, const dsi_sampler *sampler, const char *path) {
+    return guard([&] {
+        if (!ctx) fail(DSI_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!path) fail(DSI_ERR_INVALID_ARGUMENT, "path is NULL");
+        dsi::ContextLock lock(ctx);
+        const std::vector<uint8_t> bytes = dsi::save_state(ctx, sampler);
+        FILE *f = std::fopen(path, "wb");
+        if (!f) fail(DSI_ERR_IO, "cannot create %s: %s", path, std::strerror(errno));
+        const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+        if (std::fclose(f) != 0 || !ok) fail(DSI_ERR_IO, "cannot write %zu bytes to %s", bytes.size(), path);
+    });
+}
+
+dsi_status dsi_context_load_state_file(dsi_context *ctx, const char *path, dsi_sampler *sampler) {
+    return guard([&] {
+        if (!ctx) fail(DSI_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        if (!path) fail(DSI_ERR_INVALID_ARGUMENT, "path is NULL");
+        const std::string bytes = dsi::read_text_file(path, "saved state");
+        dsi::ContextLock lock(ctx);
+        dsi::load_state(ctx, reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size(), sampler);
     });
 }
 

@@ -14,6 +14,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 namespace dsi {
@@ -36,6 +37,29 @@ struct Plan {
     int32_t replaced = -1;             // shared page swapped for its copy, released on commit
     int64_t reused = 0;                // tokens covered by adopted pages
     std::vector<float> logits;
+};
+
+// Finds where a forward pass first produced a non-finite value. Used only after the
+// logits came out non-finite, so normal evaluation pays nothing for it.
+class NonFiniteFinder : public ForwardObserver {
+public:
+    std::string where;  // empty: every observed value was finite
+
+    void embedding(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the embedding"); }
+    void layer_output(int64_t layer, const float *x, int64_t tokens, int64_t hidden) override {
+        check(x, tokens * hidden, strformat("layer %lld", (long long)layer));
+    }
+    void final_norm(const float *x, int64_t tokens, int64_t hidden) override { check(x, tokens * hidden, "the final norm"); }
+
+private:
+    void check(const float *x, int64_t n, const std::string &stage) {
+        if (!where.empty()) return;
+        for (int64_t i = 0; i < n; ++i)
+            if (!std::isfinite(x[i])) {
+                where = stage;
+                return;
+            }
+    }
 };
 
 std::string who(size_t i, size_t n_items) { return n_items > 1 ? strformat("item %zu: ", i) : std::string(); }
@@ -125,13 +149,35 @@ private:
                 p.reused += kPageTokens;
             }
         }
+        std::vector<int32_t> fresh;
+        // Then the positions of a partly shared page, from a copy of that page.
+        int32_t partial_src = -1;
+        int64_t partial_len = 0;
+        if (!p.all_logits && p.first % kPageTokens == 0 && static_cast<int64_t>(p.pages.size()) * kPageTokens == p.first &&
+            p.n > 1) {
+            const uint64_t parent = p.hashes.empty() ? 0 : p.hashes.back();
+            partial_src = pa.lookup_partial(parent, p.tokens, std::min<int64_t>(kPageTokens - 1, p.n - 1), &partial_len);
+            if (partial_src >= 0) p.taken.push_back(partial_src);  // held until the copy is made
+        }
+
+        if (partial_src >= 0) {
+            if (!pa.allocate(1, fresh)) no_memory(i, 1);
+            p.taken.push_back(fresh.back());
+            s_->model->backend->copy_page(*s_->cache_pool, partial_src, fresh.back());
+            p.pages.push_back(fresh.back());
+            fresh.clear();
+            p.taken.erase(std::find(p.taken.begin(), p.taken.end(), partial_src));
+            pa.release(partial_src);
+            p.tokens += partial_len;
+            p.n -= partial_len;
+            p.first += partial_len;
+            p.reused += partial_len;
+        }
 
         // The partly filled last page is written in place only if this context alone
         // holds it and nobody can find it in the prefix cache.
-        std::vector<int32_t> fresh;
         const int64_t partial = p.first / kPageTokens;
-        const bool cow = p.first % kPageTokens != 0 && pa.refcount(p.pages[static_cast<size_t>(partial)]) > 1;
-        if (p.first % kPageTokens != 0 && !cow) pa.unpublish(p.pages[static_cast<size_t>(partial)]);
+        const bool cow = p.first % kPageTokens != 0 && !pa.claim_for_write(p.pages[static_cast<size_t>(partial)]);
         const int64_t need = (p.first + p.n + kPageTokens - 1) / kPageTokens - static_cast<int64_t>(p.pages.size());
         if (!pa.allocate(need + (cow ? 1 : 0), fresh)) no_memory(i, need + (cow ? 1 : 0));
         p.taken.insert(p.taken.end(), fresh.begin(), fresh.end());
@@ -216,10 +262,34 @@ private:
             b.n_logits = static_cast<int64_t>(logit_rows.size());
             b.logits = logits.data();
             forward(m, *s_->cache_pool, b);
+            check_finite(m, b, logits);
             for (size_t r = 0; r < logit_dst.size(); ++r)
                 std::copy(logits.begin() + static_cast<int64_t>(r) * vocab, logits.begin() + static_cast<int64_t>(r + 1) * vocab,
                           logit_dst[r]);
         }
+    }
+
+    // NaN or inf logits come from the weights (or activations overflowing float32): an
+    // error naming the first layer whose output holds them, never DSI_OK with garbage.
+    // The pass is repeated with an observer to find that layer; it rewrites the same
+    // cache entries with the same values.
+    void check_finite(const Model &m, const ForwardBatch &b, const std::vector<float> &logits) {
+        const auto bad = std::find_if(logits.begin(), logits.end(), [](float v) { return !std::isfinite(v); });
+        if (bad == logits.end()) return;
+        const int64_t vocab = m.cfg.vocab_size, at = bad - logits.begin();
+        const int32_t row = b.logit_rows[at / vocab];
+        NonFiniteFinder finder;
+        ForwardBatch again = b;
+        again.observer = &finder;
+        again.should_abort = nullptr;
+        std::vector<float> scratch(logits.size());
+        again.logits = scratch.data();
+        forward(m, *s_->cache_pool, again);
+        fail(DSI_ERR_CHECKPOINT,
+             "%sthe logit of token id %lld at position %d is %g: non-finite values first appear in the output of %s "
+             "(NaN or inf in the weights, or activations overflowing float32)",
+             who(static_cast<size_t>(b.row_seq[row]), n_items_).c_str(), (long long)(at % vocab), b.row_pos[row],
+             static_cast<double>(*bad), finder.where.empty() ? "the lm_head" : finder.where.c_str());
     }
 
     void commit() {
@@ -235,17 +305,8 @@ private:
             ctx->reused_tokens += p.reused;
             if (p.replaced >= 0) pa.release(p.replaced);
             p.taken.clear();
-            // Publish the pages that became full.
             ctx->page_hashes = std::move(p.hashes);
-            const size_t full = ctx->tokens.size() / static_cast<size_t>(kPageTokens);
-            while (ctx->page_hashes.size() < full) {
-                const size_t k = ctx->page_hashes.size();
-                const uint64_t parent = k == 0 ? 0 : ctx->page_hashes.back();
-                const int32_t *page_tokens = ctx->tokens.data() + k * static_cast<size_t>(kPageTokens);
-                const uint64_t h = PageAllocator::chain_hash(parent, page_tokens);
-                pa.publish(ctx->pages[k], h, parent, page_tokens);
-                ctx->page_hashes.push_back(h);
-            }
+            publish_full_pages(ctx);
         }
     }
 

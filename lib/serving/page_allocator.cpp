@@ -51,11 +51,6 @@ void PageAllocator::release(int32_t page) {
     release_locked(page);
 }
 
-int32_t PageAllocator::refcount(int32_t page) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return refs_[page];
-}
-
 uint64_t PageAllocator::chain_hash(uint64_t parent, const int32_t *tokens) {
     // FNV-1a over the parent hash and the token bytes, then a 64-bit finaliser
     // (splitmix64) so that nearby prefixes spread over the table.
@@ -87,6 +82,22 @@ int32_t PageAllocator::lookup(uint64_t hash, uint64_t parent, const int32_t *tok
     return p;
 }
 
+int32_t PageAllocator::lookup_partial(uint64_t parent, const int32_t *tokens, int64_t max_len, int64_t *matched) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int32_t best = -1;
+    int64_t best_len = 0;
+    const auto range = by_parent_.equal_range(parent);
+    for (auto it = range.first; it != range.second; ++it) {
+        const Entry &e = entries_[it->second];
+        int64_t k = 0;
+        while (k < max_len && e.tokens[static_cast<size_t>(k)] == tokens[k]) ++k;
+        if (k > best_len) best = it->second, best_len = k;
+    }
+    *matched = best_len;
+    if (best >= 0 && refs_[best]++ == 0) lru_.erase(entries_[best].lru);
+    return best;
+}
+
 void PageAllocator::publish(int32_t page, uint64_t hash, uint64_t parent, const int32_t *tokens) {
     std::lock_guard<std::mutex> lock(mu_);
     Entry &e = entries_[page];
@@ -96,22 +107,26 @@ void PageAllocator::publish(int32_t page, uint64_t hash, uint64_t parent, const 
     e.tokens.assign(tokens, tokens + kPageTokens);
     e.published = true;
     by_hash_[hash] = page;
+    by_parent_.emplace(parent, page);
 }
 
-bool PageAllocator::published(int32_t page) const {
+bool PageAllocator::claim_for_write(int32_t page) {
     std::lock_guard<std::mutex> lock(mu_);
-    return entries_[page].published;
-}
-
-void PageAllocator::unpublish(int32_t page) {
-    std::lock_guard<std::mutex> lock(mu_);
+    if (refs_[page] > 1) return false;
     unpublish_locked(page);
+    return true;
 }
 
 void PageAllocator::unpublish_locked(int32_t p) {
     Entry &e = entries_[p];
     if (!e.published) return;
     by_hash_.erase(e.hash);
+    const auto range = by_parent_.equal_range(e.parent);
+    for (auto it = range.first; it != range.second; ++it)
+        if (it->second == p) {
+            by_parent_.erase(it);
+            break;
+        }
     e.published = false;
     e.tokens.clear();
     if (refs_[p] == 0) {

@@ -38,7 +38,7 @@ void copy_text(const std::string_view bytes, char *text, size_t cap, size_t *tex
     if (bytes.size() > cap)
         dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu bytes, the buffer holds %zu", fn, bytes.size(),
                   cap);
-    std::memcpy(text, bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(text, bytes.data(), bytes.size());  // text may be NULL when nothing is copied
     if (cap > bytes.size()) text[bytes.size()] = '\0';
 }
 

@@ -3,6 +3,7 @@
 #include "text/chat.h"
 
 #include "common/error.h"
+#include "common/json_text.h"
 
 #include <charconv>
 #include <cmath>
@@ -171,6 +172,9 @@ struct Message {
     ojson response_format;     // a non-empty object, or null
 };
 
+// Limits for JSON parsed into ordered_json (see common/json_text.h).
+const JsonTextLimits kOrderedJsonLimits{kMaxJsonDepth, kMaxOrderedJsonMembers};
+
 [[noreturn]] void bad_field(const std::string &field, const char *problem) {
     fail(DSI_ERR_PARSE, "%s: %s", field.c_str(), problem);
 }
@@ -215,6 +219,9 @@ std::vector<ojson> parse_tools(const ojson &tools, const std::string &where) {
 ojson parse_arguments(const ojson &args, const std::string &where) {
     ojson parsed = args;
     if (args.is_string()) {
+        if (std::string problem = json_text_problem(args.get_ref<const std::string &>(), kOrderedJsonLimits);
+            !problem.empty())
+            fail(DSI_ERR_PARSE, "%s: %s", where.c_str(), problem.c_str());
         try {
             parsed = ojson::parse(args.get_ref<const std::string &>());
         } catch (const ojson::exception &e) {
@@ -311,6 +318,8 @@ void attach_tools(std::vector<ojson> tools, std::vector<Message> &messages) {
 }
 
 std::vector<Message> parse_conversation(std::string_view text) {
+    if (std::string problem = json_text_problem(text, kOrderedJsonLimits); !problem.empty())
+        fail(DSI_ERR_PARSE, "conversation JSON: %s", problem.c_str());
     ojson doc;
     try {
         doc = ojson::parse(text.begin(), text.end());
@@ -395,6 +404,9 @@ struct Conversation {
     const std::vector<Message> &messages;
     bool thinking;
     std::ptrdiff_t last_user;
+    // first_tool[k]: the first of the run of tool turns that messages[k] belongs to, so
+    // that each tool result finds its caller in O(1) (50k results stay linear).
+    std::vector<size_t> first_tool;
 
     // k - last_user_idx, whose sign the reference tests for each role.
     std::ptrdiff_t from_last_user(size_t k) const { return static_cast<std::ptrdiff_t>(k) - last_user; }
@@ -405,8 +417,7 @@ struct Conversation {
 // with <think> if this is after the last user turn in thinking mode, else </think>.
 std::string render_tool_result(const Conversation &conv, size_t k) {
     const Message &msg = conv.messages[k];
-    size_t first = k;
-    while (first > 0 && conv.messages[first - 1].role == Role::Tool) --first;
+    const size_t first = conv.first_tool[k];
     if (first == 0 || conv.messages[first - 1].role != Role::Assistant) {
         fail(DSI_ERR_PARSE, "messages[%zu]: a tool result must follow an assistant turn with tool_calls",
              msg.index);
@@ -475,7 +486,9 @@ std::string render(std::string_view conversation_json, bool thinking) {
     // before that one, after which the reference fails (its loop runs past the shortened
     // list); such developer turns are rendered here, as with drop_thinking=False.
     std::vector<Message> messages = parse_conversation(conversation_json);
-    Conversation conv{messages, thinking, last_user_index(messages)};
+    Conversation conv{messages, thinking, last_user_index(messages), std::vector<size_t>(messages.size())};
+    for (size_t k = 0; k < messages.size(); ++k)
+        conv.first_tool[k] = k > 0 && messages[k - 1].role == Role::Tool ? conv.first_tool[k - 1] : k;
     std::string prompt(kBos);
     for (size_t k = 0; k < messages.size(); ++k) prompt += render_message(conv, k);
     return prompt;

@@ -3,6 +3,7 @@
 // events and errors as the whole text (the property test_chat checks).
 #include "text/dsml.h"
 
+#include "common/json_text.h"
 #include "text/chat.h"
 #include "text/utf8.h"
 
@@ -339,6 +340,7 @@ void ReplyParser::open_invoke(const DsmlTag &tag) {
     invoke_name_ = required_attribute(tag, "name");
     invoke_at_ = tag.at;
     arguments_ = ojson::object();
+    param_names_.clear();
     state_ = State::Invoke;
 }
 
@@ -350,7 +352,7 @@ void ReplyParser::open_parameter(const DsmlTag &tag) {
         fail(DSI_ERR_PARSE, "string=\"%s\" on <｜DSML｜parameter> at byte %zu: expected \"true\" or \"false\"",
              is_string.c_str(), tag.at);
     }
-    if (arguments_.contains(param_name_)) {
+    if (param_names_.count(param_name_)) {
         fail(DSI_ERR_PARSE, "duplicate parameter \"%s\" at byte %zu", param_name_.c_str(), tag.at);
     }
     param_is_string_ = is_string == "true";
@@ -363,6 +365,9 @@ void ReplyParser::open_parameter(const DsmlTag &tag) {
 void ReplyParser::close_parameter() {
     ojson value = value_;
     if (!param_is_string_) {
+        if (std::string problem = json_text_problem(value_, {kMaxJsonDepth, kMaxOrderedJsonMembers}); !problem.empty())
+            fail(DSI_ERR_PARSE, "parameter \"%s\" (string=\"false\") at byte %zu: %s", param_name_.c_str(), value_at_,
+                 problem.c_str());
         try {
             value = ojson::parse(value_);
         } catch (const ojson::parse_error &e) {
@@ -374,7 +379,10 @@ void ReplyParser::close_parameter() {
                  value_at_, e.what());
         }
     }
-    arguments_[param_name_] = std::move(value);
+    // Appended without ordered_map's linear search: param_names_ already refused duplicates.
+    ojson::object_t &arguments = arguments_.get_ref<ojson::object_t &>();
+    arguments.ojson::object_t::Container::emplace_back(param_name_, std::move(value));
+    param_names_.insert(param_name_);
     state_ = State::Invoke;
 }
 

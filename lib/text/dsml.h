@@ -31,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -103,6 +104,7 @@ private:
     size_t invoke_at_ = 0;
     std::string invoke_name_;
     nlohmann::ordered_json arguments_;
+    std::unordered_set<std::string> param_names_;  // of the open invoke: O(1) duplicate check
     size_t param_at_ = 0;
     std::string param_name_;
     bool param_is_string_ = true;

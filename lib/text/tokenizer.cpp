@@ -19,6 +19,7 @@
 
 #include "common/error.h"
 #include "common/file.h"
+#include "common/json_text.h"
 #include "text/utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -116,8 +117,12 @@ const ByteAlphabet &byte_alphabet() {
 // Per-call matching state: PCRE2 match data must not be shared between threads.
 class MatchScratch {
 public:
-    MatchScratch() : data_(pcre2_match_data_create(1, nullptr)) {
-        if (!data_) throw std::bad_alloc();
+    MatchScratch() : data_(pcre2_match_data_create(1, nullptr)), context_(pcre2_match_context_create(nullptr)) {
+        if (!data_ || !context_) {
+            pcre2_match_data_free(data_);
+            pcre2_match_context_free(context_);
+            throw std::bad_alloc();
+        }
     }
     ~MatchScratch() {
         pcre2_match_context_free(context_);
@@ -128,22 +133,32 @@ public:
     MatchScratch &operator=(const MatchScratch &) = delete;
 
     pcre2_match_data *data() { return data_; }
-    pcre2_match_context *context() { return context_; }
+
+    // PCRE2's default match limit (10 million steps) is a fixed number, so a valid text
+    // such as 10 MB of spaces exceeded it. The pre-tokenizer patterns of real tokenizers
+    // take a few steps per byte; the limit is set per subject to kMatchStepsPerByte steps
+    // a byte, which keeps matching linear and still stops a catastrophically
+    // backtracking pattern from a tokenizer.json.
+    static constexpr uint32_t kMatchStepsPerByte = 64;
+    pcre2_match_context *context(size_t subject_bytes) {
+        const uint64_t steps = std::max<uint64_t>(10000000, uint64_t(kMatchStepsPerByte) * subject_bytes);
+        pcre2_set_match_limit(context_, static_cast<uint32_t>(std::min<uint64_t>(steps, UINT32_MAX)));
+        return context_;
+    }
 
     // JIT code starts on a 32 KiB machine-stack area; a pattern that backtracks over a long
     // run (e.g. `\s+(?!\S)` on megabytes of spaces) needs more. Returns false when already big.
     bool grow_jit_stack() {
         if (stack_) return false;
-        context_ = pcre2_match_context_create(nullptr);
         stack_ = pcre2_jit_stack_create(64 * 1024, 256 * 1024 * 1024, nullptr);
-        if (!context_ || !stack_) throw std::bad_alloc();
+        if (!stack_) throw std::bad_alloc();
         pcre2_jit_stack_assign(context_, nullptr, stack_);
         return true;
     }
 
 private:
     pcre2_match_data *data_;
-    pcre2_match_context *context_ = nullptr;
+    pcre2_match_context *context_;
     pcre2_jit_stack *stack_ = nullptr;
 };
 
@@ -203,7 +218,7 @@ public:
     bool find(std::string_view subject, size_t from, MatchScratch &m, size_t &start, size_t &end) const {
         for (;;) {
             int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), from,
-                                 PCRE2_NO_UTF_CHECK, m.data(), m.context());
+                                 PCRE2_NO_UTF_CHECK, m.data(), m.context(subject.size() - from));
             if (rc == PCRE2_ERROR_NOMATCH) return false;
             if (rc >= 0) {
                 const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m.data());
@@ -214,8 +229,11 @@ public:
             if (rc == PCRE2_ERROR_JIT_STACKLIMIT && m.grow_jit_stack()) continue;
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            fail(DSI_ERR_INTERNAL, "regex \"%s\" failed on a %zu-byte piece of text: %s", pattern_.c_str(),
-                 subject.size(), reinterpret_cast<const char *>(msg));
+            // The pattern is the tokenizer file's: one that backtracks without bound
+            // (or a resource PCRE2 ran out of) is that file's problem, not a bug here.
+            fail(rc == PCRE2_ERROR_NOMEMORY ? DSI_ERR_NO_MEMORY : DSI_ERR_UNSUPPORTED,
+                 "the tokenizer's regex \"%s\" cannot match a %zu-byte piece of text within its limits: %s",
+                 pattern_.c_str(), subject.size(), reinterpret_cast<const char *>(msg));
         }
     }
 
@@ -292,59 +310,104 @@ struct AddedToken {
     }
 };
 
-// Leftmost-longest matching of a set of strings (what `tokenizers` does with Aho-Corasick):
-// a byte trie walked from each position whose byte can start a token.
+// Leftmost-longest matching of a set of strings (what `tokenizers` does with Aho-Corasick).
+// The trie holds the tokens reversed, with Aho-Corasick failure links: one right-to-left
+// pass over a text gives, for every position, the longest token starting there, and a
+// greedy left-to-right walk over that is leftmost-longest. Building is linear in the
+// total token length and each text costs O(its length), however long or overlapping the
+// tokens are (a forward walk from every position would be O(text x longest token)).
 class TokenMatcher {
 public:
-    TokenMatcher() : nodes_(1) { can_start_.fill(false); }
+    TokenMatcher() : nodes_(1) {}
 
     void add(std::string_view s, int32_t id) {
         int32_t node = 0;
-        for (unsigned char b : s) {
-            uint32_t key = edge_key(node, b);
-            auto it = edges_.find(key);
-            if (it == edges_.end()) {
-                it = edges_.emplace(key, static_cast<int32_t>(nodes_.size())).first;
-                nodes_.push_back(-1);
+        for (size_t i = s.size(); i-- > 0;) {
+            const unsigned char b = static_cast<unsigned char>(s[i]);
+            int32_t child = go(node, b);
+            if (child < 0) {
+                child = static_cast<int32_t>(nodes_.size());
+                edges_.emplace(edge_key(node, b), child);
+                nodes_.push_back(Node{-1, 0, -1, nodes_[node].depth + 1, node, b});
             }
-            node = it->second;
+            node = child;
         }
-        nodes_[node] = id;
-        can_start_[static_cast<unsigned char>(s[0])] = true;
+        nodes_[node].id = id;
     }
     bool empty() const { return nodes_.size() == 1; }
 
-    // The next match at or after `from`: sets [start, end) and the token id.
-    bool next(std::string_view text, size_t from, size_t &start, size_t &end, int32_t &id) const {
-        const unsigned char *p = reinterpret_cast<const unsigned char *>(text.data());
-        for (size_t i = from; i < text.size(); ++i) {
-            if (!can_start_[p[i]]) continue;
-            int32_t node = 0;
-            size_t best = 0;
-            for (size_t j = i; j < text.size(); ++j) {
-                auto it = edges_.find(edge_key(node, p[j]));
-                if (it == edges_.end()) break;
-                node = it->second;
-                if (nodes_[node] >= 0) {
-                    best = j + 1;
-                    id = nodes_[node];
+    // Failure links and, per node, the deepest token node on its failure chain. Call
+    // once after the last add().
+    void build() {
+        // Breadth-first (by depth): a failure link always points to a shallower node.
+        std::vector<int32_t> order(nodes_.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int32_t a, int32_t b) { return nodes_[a].depth < nodes_[b].depth; });
+        for (int32_t v : order) {
+            if (v == 0) continue;
+            Node &n = nodes_[v];
+            int32_t f = nodes_[n.parent].fail, g = -1;
+            for (;;) {
+                g = go(f, n.byte);
+                if ((g >= 0 && g != v) || f == 0) break;
+                f = nodes_[f].fail;
+            }
+            n.fail = g >= 0 && g != v ? g : 0;
+            n.out = n.id >= 0 ? v : nodes_[n.fail].out;
+        }
+    }
+
+    // longest[p]: the node of the longest token starting at text[p], or -1.
+    void longest_at(std::string_view text, std::vector<int32_t> &longest) const {
+        longest.assign(text.size(), -1);
+        int32_t state = 0;
+        for (size_t p = text.size(); p-- > 0;) {
+            const unsigned char b = static_cast<unsigned char>(text[p]);
+            for (;;) {
+                const int32_t g = go(state, b);
+                if (g >= 0) {
+                    state = g;
+                    break;
                 }
+                if (state == 0) break;
+                state = nodes_[state].fail;
             }
-            if (best) {
-                start = i;
-                end = best;
-                return true;
-            }
+            longest[p] = nodes_[state].out;
+        }
+    }
+
+    // The next match at or after `from`, given longest_at() of the text: sets [start, end)
+    // and the token id.
+    bool next(const std::vector<int32_t> &longest, size_t from, size_t &start, size_t &end, int32_t &id) const {
+        for (size_t i = from; i < longest.size(); ++i) {
+            if (longest[i] < 0) continue;
+            const Node &n = nodes_[longest[i]];
+            start = i;
+            end = i + n.depth;
+            id = n.id;
+            return true;
         }
         return false;
     }
 
 private:
-    static uint32_t edge_key(int32_t node, unsigned char b) { return (uint32_t(node) << 8) | b; }
+    struct Node {
+        int32_t id = -1;       // token ending here (reversed: starting here), or -1
+        int32_t fail = 0;      // longest proper suffix that is also in the trie
+        int32_t out = -1;      // deepest node with a token on the failure chain, self included
+        uint32_t depth = 0;    // bytes from the root
+        int32_t parent = 0;
+        unsigned char byte = 0;  // on the edge from the parent
+    };
+    static uint64_t edge_key(int32_t node, unsigned char b) { return (uint64_t(uint32_t(node)) << 8) | b; }
+    int32_t go(int32_t node, unsigned char b) const {
+        auto it = edges_.find(edge_key(node, b));
+        return it == edges_.end() ? -1 : it->second;
+    }
 
-    std::vector<int32_t> nodes_;  // token id ending at each node, or -1
-    std::unordered_map<uint32_t, int32_t> edges_;
-    std::array<bool, 256> can_start_;
+    std::vector<Node> nodes_;
+    std::unordered_map<uint64_t, int32_t> edges_;
 };
 
 // ===================================================================================
@@ -703,6 +766,7 @@ void Tokenizer::Impl::load_added_tokens(const json &list) {
     if (list.is_null()) return;
     if (!list.is_array()) bad("added_tokens must be an array");
     const int64_t model_size = static_cast<int64_t>(vocab.size());
+    int64_t max_id = -1;  // the highest id in added_by_id, kept as tokens are added (linear load)
     for (size_t i = 0; i < list.size(); ++i) {
         const json &j = list[i];
         std::string where = "added_tokens[" + std::to_string(i) + "]";
@@ -725,16 +789,17 @@ void Tokenizer::Impl::load_added_tokens(const json &list) {
         } else if (auto v = vocab.find(t.content); v != vocab.end()) {
             id = v->second;
         } else {
-            int64_t max_id = -1;
-            for (const auto &kv : added_by_id) max_id = std::max<int64_t>(max_id, kv.first);
             int64_t next = max_id < 0 ? model_size : (max_id >= model_size || model_size == 0) ? max_id + 1 : model_size;
             if (next > INT32_MAX - 1) bad("%s: too many tokens", where);
             id = static_cast<int32_t>(next);
         }
         added_ids[t.content] = id;
         added_by_id[id] = t;
+        max_id = std::max<int64_t>(max_id, id);
     }
     for (const auto &[id, t] : added_by_id) (t.normalized ? normalized_matcher : raw_matcher).add(t.content, id);
+    normalized_matcher.build();
+    raw_matcher.build();
     word_char = std::make_unique<Regex>("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]", Regex::Syntax::Pcre2,
                                         "word character class");
     space_char = std::make_unique<Regex>("\\p{White_Space}", Regex::Syntax::Pcre2, "space character class");
@@ -746,6 +811,13 @@ void Tokenizer::Impl::build_decoder_table() {
     int64_t top = -1;
     for (const auto &kv : vocab) top = std::max<int64_t>(top, kv.second);
     for (const auto &kv : added_by_id) top = std::max<int64_t>(top, kv.first);
+    // Tables are indexed by id, so a sparse id such as 1e9 would cost gigabytes: ids may
+    // leave gaps, but no more unused ids than tokens (plus some slack for tiny files).
+    const int64_t defined = static_cast<int64_t>(vocab.size() + added_by_id.size());
+    if (top + 1 > 2 * defined + 1024)
+        bad("%s", strformat("the highest token id is %lld but only %lld tokens are defined: ids must be "
+                            "numbered densely from 0 (at most %lld ids)",
+                            (long long)top, (long long)defined, (long long)(2 * defined + 1024)));
     n_vocab = static_cast<int32_t>(top + 1);
     std::vector<std::string_view> text_of(static_cast<size_t>(n_vocab));
     for (const auto &[text, id] : vocab) text_of[id] = text;
@@ -830,7 +902,9 @@ void Tokenizer::Impl::find_added(std::string_view text, const TokenMatcher &matc
     out.clear();
     size_t done = 0, from = 0, start = 0, stop = 0;
     int32_t id = -1;
-    while (!matcher.empty() && matcher.next(text, from, start, stop, id)) {
+    std::vector<int32_t> longest;
+    if (!matcher.empty()) matcher.longest_at(text, longest);
+    while (matcher.next(longest, from, start, stop, id)) {
         from = stop;
         const AddedToken &t = added_by_id.at(id);
         if (t.single_word) {
@@ -1013,6 +1087,8 @@ Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 
 std::unique_ptr<Tokenizer> Tokenizer::load_json(const std::string &text, const std::string &origin) {
+    if (std::string problem = json_text_problem(text); !problem.empty())
+        fail(DSI_ERR_FORMAT, "%s: %s", origin.c_str(), problem.c_str());
     json root;
     try {
         root = json::parse(text);
