@@ -194,6 +194,14 @@ DSI_API int dsi_backend_available(dsi_backend backend);
 */
 typedef int (*dsi_progress_fn)(float fraction, void *user_data);
 
+/* Arithmetic of the CUDA backend (ignored on CPU). One code path, two precisions. */
+typedef enum dsi_gpu_precision {
+    DSI_GPU_PRECISION_FAST = 0, /* FP8 e4m3 block-scaled GEMMs (cuBLASLt), bf16 latent
+                                   cache, FP8 indexer keys: the fast default */
+    DSI_GPU_PRECISION_F32  = 1  /* float32 throughout: matches the CPU engine to its
+                                   tolerance (same indexer selections, experts, ids) */
+} dsi_gpu_precision;
+
 typedef struct dsi_session_params {
     size_t          struct_size;    /* sizeof(dsi_session_params); set by the default */
     dsi_backend     backend;        /* default DSI_BACKEND_AUTO */
@@ -209,8 +217,11 @@ typedef struct dsi_session_params {
     /* -- appended in 0.2 -- */
     size_t          cache_budget;   /* bytes for the KV + indexer cache pages of all this
                                        session's contexts; 0 (default) = a quarter of the
-                                       available memory on CPU. Contexts take 64-token pages
+                                       available memory on CPU, half
+                                       of the free GPU memory on CUDA. Contexts take 64-token pages
                                        from it as they grow: see "Serving". */
+    dsi_gpu_precision gpu_precision; /* CUDA backend arithmetic; default
+                                        DSI_GPU_PRECISION_FAST */
 } dsi_session_params;
 
 /* Defaults for dsi_session_open(), with struct_size set. Thread-safe; never fails. */

@@ -2,6 +2,7 @@
 // session.h; every exception becomes a status code plus the thread's message.
 #include "dsinfer.h"
 
+#include "backend_cuda/cuda_backend.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/params.h"
@@ -38,6 +39,7 @@ int dsi_version_number(void) { return DSI_VERSION_NUMBER; }
 
 int dsi_backend_available(dsi_backend backend) {
     const auto b = dsi::enum_value(backend);
+    if (b == DSI_BACKEND_CUDA) return dsi::cuda_backend_available(0, nullptr) ? 1 : 0;
     return b == DSI_BACKEND_AUTO || b == DSI_BACKEND_CPU ? 1 : 0;
 }
 

@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include "common/error.h"
+#include "backend_cuda/cuda_backend.h"
 #include "common/file.h"
 #include "common/log.h"
 #include "common/params.h"
@@ -35,14 +36,27 @@ void release_session(dsi_session *s) {
 
 namespace {
 
-std::unique_ptr<Backend> make_backend(int kind, int n_threads, dsi_backend &chosen) {
+std::unique_ptr<Backend> make_backend(const dsi_session_params &p, dsi_backend &chosen) {
+    const int gpu_precision = enum_value(p.gpu_precision);
+    if (gpu_precision != DSI_GPU_PRECISION_FAST && gpu_precision != DSI_GPU_PRECISION_F32)
+        fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.gpu_precision is %d, not a dsi_gpu_precision value",
+             gpu_precision);
+    const GpuPrecision precision = gpu_precision == DSI_GPU_PRECISION_F32 ? GpuPrecision::F32 : GpuPrecision::Fast;
+    const int kind = enum_value(p.backend);
     switch (kind) {
     case DSI_BACKEND_AUTO:
+        if (cuda_backend_available(p.gpu_device, nullptr)) {
+            chosen = DSI_BACKEND_CUDA;
+            return make_cuda_backend(p.gpu_device, precision);
+        }
+        chosen = DSI_BACKEND_CPU;
+        return make_cpu_backend(p.n_threads);
     case DSI_BACKEND_CPU:
         chosen = DSI_BACKEND_CPU;
-        return make_cpu_backend(n_threads);
+        return make_cpu_backend(p.n_threads);
     case DSI_BACKEND_CUDA:
-        fail(DSI_ERR_UNSUPPORTED, "this build of dsinfer has no CUDA backend (use DSI_BACKEND_CPU or AUTO)");
+        chosen = DSI_BACKEND_CUDA;
+        return make_cuda_backend(p.gpu_device, precision);
     }
     fail(DSI_ERR_INVALID_ARGUMENT, "dsi_session_params.backend is %d, not a dsi_backend value", kind);
 }
@@ -123,9 +137,9 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
     const double start_ms = now_ms();
     auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
     if (!progress(0.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
-    std::unique_ptr<Backend> backend = make_backend(enum_value(params.backend), params.n_threads, s->backend);
-    if (enum_value(params.backend) == DSI_BACKEND_AUTO)
-        s->logf(DSI_LOG_WARN, "backend AUTO: this build of dsinfer has no CUDA backend, using the CPU");
+    std::unique_ptr<Backend> backend = make_backend(params, s->backend);
+    if (enum_value(params.backend) == DSI_BACKEND_AUTO && s->backend == DSI_BACKEND_CPU)
+        s->logf(DSI_LOG_WARN, "backend AUTO: no usable CUDA device, using the CPU");
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
     s->identity = model_identity(read_text_file(std::string(model_dir) + "/config.json", "config"), *s->model->checkpoint);

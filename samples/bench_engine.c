@@ -3,6 +3,7 @@
 ** public API only. Prints one Markdown table row (see docs/PERF.md).
 **
 **   bench_engine MODEL_DIR [threads=2] [prompt_tokens=200] [decode_tokens=64] [backend=cpu]
+**                [gpu_precision=fast]
 **
 ** The prompt is a fixed pseudo-random sequence of ids (the speed does not depend on
 ** which ids); decode is greedy, one KV-cached token per step.
@@ -29,17 +30,20 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [threads] [prompt_tokens] [decode_tokens] [cpu|cuda]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR [threads] [prompt_tokens] [decode_tokens] [cpu|cuda] [fast|f32]\n",
+                argv[0]);
         return 2;
     }
     const int threads = argc > 2 ? atoi(argv[2]) : 2;
     const int n_prompt = argc > 3 ? atoi(argv[3]) : 200;
     const int n_decode = argc > 4 ? atoi(argv[4]) : 64;
     const int cuda = argc > 5 && strcmp(argv[5], "cuda") == 0;
+    const int f32 = argc > 6 && strcmp(argv[6], "f32") == 0;
 
     dsi_session_params sp = dsi_session_default_params();
     sp.backend = cuda ? DSI_BACKEND_CUDA : DSI_BACKEND_CPU;
     sp.n_threads = threads;
+    sp.gpu_precision = f32 ? DSI_GPU_PRECISION_F32 : DSI_GPU_PRECISION_FAST;
     dsi_session *s = NULL;
     double t0 = now_s();
     if (dsi_session_open(argv[1], &sp, &s) != DSI_OK) return fail("open");

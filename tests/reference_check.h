@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -97,11 +98,16 @@ struct Recorder : dsi::ForwardObserver {
     }
 };
 
+// The engine under test: the CPU backend, or with DSI_TEST_BACKEND=cuda the CUDA
+// backend in its float32 precision (scripts/device-test.sh), held to the same
+// tolerances: the f32 GPU path exists to prove the GPU engine exact.
 struct CpuSession {
     dsi_session *s = nullptr;
     explicit CpuSession(const std::string &dir) {
         dsi_session_params p = dsi_session_default_params();
-        p.backend = DSI_BACKEND_CPU;
+        const char *backend = std::getenv("DSI_TEST_BACKEND");
+        p.backend = backend && std::string(backend) == "cuda" ? DSI_BACKEND_CUDA : DSI_BACKEND_CPU;
+        p.gpu_precision = DSI_GPU_PRECISION_F32;
         p.n_threads = 2;
         REQUIRE_MESSAGE(dsi_session_open(dir.c_str(), &p, &s) == DSI_OK, dsi_last_error());
     }

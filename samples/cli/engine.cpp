@@ -17,6 +17,12 @@ dsi_backend parse_backend(const std::string &v) {
     throw UsageError("--backend: expected auto, cpu or cuda, got '" + v + "'");
 }
 
+dsi_gpu_precision parse_precision(const std::string &v) {
+    if (v == "fast") return DSI_GPU_PRECISION_FAST;
+    if (v == "f32") return DSI_GPU_PRECISION_F32;
+    throw UsageError("--gpu-precision: expected fast or f32, got '" + v + "'");
+}
+
 std::string number(double v) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%g", v);
@@ -77,6 +83,8 @@ void add_runtime_flags(FlagSet &f, ModelOptions &o, bool with_tokenizer) {
                 [&o](const std::string &v) { o.tokenizer = v; });
     f.value("--backend", "NAME", "auto, cpu or cuda (default auto: CUDA when available)",
             [&o](const std::string &v) { o.backend = parse_backend(v); });
+    f.value("--gpu-precision", "NAME", "CUDA arithmetic: fast (FP8 GEMMs, bf16 cache; default) or f32 (exact)",
+            [&o](const std::string &v) { o.gpu_precision = parse_precision(v); });
     f.value("--threads", "N", "CPU threads, 0 = all hardware threads (default 0)", [&o](const std::string &v) {
         o.threads = static_cast<int32_t>(parse_int("--threads", v, 0, 65536));
     });
@@ -144,6 +152,7 @@ void Stats::print() const {
 Model::Model(const ModelOptions &o) {
     dsi_session_params p = dsi_session_default_params();
     p.backend = o.backend;
+    p.gpu_precision = o.gpu_precision;
     p.n_threads = o.threads;
     p.tokenizer_path = o.tokenizer.empty() ? nullptr : o.tokenizer.c_str();
     ProgressBar bar;

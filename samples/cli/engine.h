@@ -14,6 +14,7 @@ struct ModelOptions {
     std::string model_dir;
     std::string tokenizer;  // empty: the model directory's tokenizer.json
     dsi_backend backend = DSI_BACKEND_AUTO;
+    dsi_gpu_precision gpu_precision = DSI_GPU_PRECISION_FAST;
     int32_t threads = 0;
     bool verbose = false;
     bool stats = false;
