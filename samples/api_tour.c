@@ -9,7 +9,7 @@ int main(int argc, char **argv) {
     dsi_log_set(sink, NULL, DSI_LOG_INFO);                  /* process-wide log sink */
     if (argc < 2 || dsi_session_open(argv[1], NULL, &s) != DSI_OK) return 1;
     printf("%lld params, %lld weight bytes, %lld cache bytes/token, index_topk %lld\n", (long long)dsi_session_n_params(s),
-           (long long)dsi_session_weight_bytes(s), (long long)dsi_session_cache_bytes(s, 1), (long long)dsi_session_config_value(s, DSI_CONFIG_INDEX_TOPK));
+           (long long)dsi_session_weight_bytes(s), (long long)dsi_session_cache_bytes(s, 64) / 64, (long long)dsi_session_config_value(s, DSI_CONFIG_INDEX_TOPK));
     if (dsi_context_create(s, NULL, &c) != DSI_OK || dsi_sampler_create(NULL, &smp) != DSI_OK) return 1;
     dsi_logit_bias never_eos = {dsi_session_eos_token(s), -INFINITY};
     dsi_sampler_set_logit_bias(smp, &never_eos, 1);         /* what --ignore-eos does */
