@@ -2,12 +2,42 @@
 #include "common/error.h"
 #include "context_access.h"
 #include "sampler.h"
+#include "session.h"
 
+#include <cmath>
 #include <vector>
 
 
 using dsi::fail;
 using dsi::guard;
+
+namespace {
+
+// Marks a sampler busy for the guard's lifetime; DSI_ERR_BUSY if another thread holds it.
+class SamplerLock {
+public:
+    explicit SamplerLock(dsi_sampler *s) : s_(s) {
+        if (s_->in_use.test_and_set(std::memory_order_acquire))
+            fail(DSI_ERR_BUSY, "the sampler is being used by another thread");
+    }
+    ~SamplerLock() { s_->in_use.clear(std::memory_order_release); }
+    SamplerLock(const SamplerLock &) = delete;
+    SamplerLock &operator=(const SamplerLock &) = delete;
+
+private:
+    dsi_sampler *s_;
+};
+
+// Runs one draw and counts it (successful draws only) in the sampler's perf counters.
+template <class F>
+void timed(dsi_sampler *s, F &&draw) {
+    const double start = dsi::now_ms();
+    draw();
+    s->sample_us.fetch_add(static_cast<int64_t>((dsi::now_ms() - start) * 1000.0), std::memory_order_relaxed);
+    s->samples.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
 
 extern "C" DSI_API dsi_sampler_params dsi_sampler_default_params(void) {
     dsi_sampler_params p{};
@@ -37,6 +67,7 @@ extern "C" DSI_API void dsi_sampler_free(dsi_sampler *sampler) { delete sampler;
 extern "C" DSI_API dsi_status dsi_sampler_reset(dsi_sampler *sampler, uint64_t seed) {
     return guard([&] {
         if (!sampler) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_reset: sampler is NULL");
+        SamplerLock lock(sampler);
         sampler->params.seed = seed;
         sampler->rng.reseed(seed);
     });
@@ -47,12 +78,12 @@ extern "C" DSI_API dsi_status dsi_sampler_sample(dsi_sampler *sampler, dsi_conte
         if (!sampler) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample: sampler is NULL");
         if (!ctx) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample: ctx is NULL");
         if (!token_out) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample: token_out is NULL");
-        const float *logits = dsi_context_logits(ctx, -1);
-        if (!logits) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample: %s", dsi_last_error());
-        std::vector<int32_t> &history = sampler->history;
-        history.resize(static_cast<size_t>(dsi_context_tokens(ctx, nullptr, 0)));
-        dsi_context_tokens(ctx, history.data(), history.size());
-        *token_out = sampler->sample(logits, dsi::context_n_vocab(ctx), history.data(), history.size());
+        SamplerLock lock(sampler);
+        dsi::ContextLock ctx_lock(ctx);
+        const float *logits = dsi::context_logits_row(ctx, -1);
+        timed(sampler, [&] {
+            *token_out = sampler->sample(logits, dsi::context_n_vocab(ctx), ctx->tokens.data(), ctx->tokens.size());
+        });
     });
 }
 
@@ -67,6 +98,40 @@ extern "C" DSI_API dsi_status dsi_sampler_sample_logits(dsi_sampler *sampler, co
             fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample_logits: history is NULL but n_history is %zu",
                  n_history);
         if (!token_out) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_sample_logits: token_out is NULL");
-        *token_out = sampler->sample(logits, n_vocab, history, n_history);
+        SamplerLock lock(sampler);
+        timed(sampler, [&] { *token_out = sampler->sample(logits, n_vocab, history, n_history); });
     });
+}
+
+extern "C" DSI_API dsi_status dsi_sampler_set_logit_bias(dsi_sampler *sampler, const dsi_logit_bias *entries,
+                                                         size_t n) {
+    return guard([&] {
+        if (!sampler) fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_set_logit_bias: sampler is NULL");
+        if (!entries && n > 0)
+            fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_set_logit_bias: entries is NULL but n is %zu", n);
+        for (size_t i = 0; i < n; ++i) {
+            if (entries[i].token < 0)
+                fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_set_logit_bias: entry %zu has token %d", i,
+                     entries[i].token);
+            if (std::isnan(entries[i].bias) || entries[i].bias == INFINITY)
+                fail(DSI_ERR_INVALID_ARGUMENT, "dsi_sampler_set_logit_bias: entry %zu (token %d) has bias %g", i,
+                     entries[i].token, static_cast<double>(entries[i].bias));
+        }
+        SamplerLock lock(sampler);
+        sampler->logit_bias.assign(entries, entries + n);
+    });
+}
+
+extern "C" DSI_API dsi_sampler_perf dsi_sampler_perf_get(const dsi_sampler *sampler) {
+    dsi_sampler_perf p{};
+    if (!sampler) return p;
+    p.sample_ms = static_cast<double>(sampler->sample_us.load(std::memory_order_relaxed)) / 1000.0;
+    p.samples = sampler->samples.load(std::memory_order_relaxed);
+    return p;
+}
+
+extern "C" DSI_API void dsi_sampler_perf_reset(dsi_sampler *sampler) {
+    if (!sampler) return;
+    sampler->sample_us.store(0, std::memory_order_relaxed);
+    sampler->samples.store(0, std::memory_order_relaxed);
 }

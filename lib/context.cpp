@@ -3,9 +3,10 @@
 #include "session.h"
 
 #include <algorithm>
+#include <chrono>
 
 dsi_context::~dsi_context() {
-    if (!session) return;
+    if (!session.get()) return;
     session->pages->release(pages);
     session->n_contexts.fetch_sub(1);
 }
@@ -19,8 +20,32 @@ ContextLock::ContextLock(dsi_context *ctx) : ctx_(ctx) {
 
 ContextLock::~ContextLock() { ctx_->in_use.clear(std::memory_order_release); }
 
+double now_ms() {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 int32_t context_n_vocab(const dsi_context *ctx) {
     return static_cast<int32_t>(ctx->session->model->cfg.vocab_size);
+}
+
+const float *context_logits_row(const dsi_context *ctx, int32_t index) {
+    if (ctx->logits_rows == 0) fail(DSI_ERR_INVALID_ARGUMENT, "no logits: evaluate tokens first");
+    const int64_t row = index < 0 ? ctx->logits_rows + index : index;
+    if (row < 0 || row >= ctx->logits_rows)
+        fail(DSI_ERR_INVALID_ARGUMENT, "logits index %d is outside the %lld row(s) kept by the last eval%s", index,
+             (long long)ctx->logits_rows, ctx->logits_rows == 1 ? " (use DSI_EVAL_LOGITS_ALL for every row)" : "");
+    return ctx->logits.data() + row * ctx->session->model->cfg.vocab_size;
+}
+
+void count_eval(dsi_context *ctx, int64_t n_tokens, double ms) {
+    const auto us = static_cast<int64_t>(ms * 1000.0);
+    if (n_tokens == 1) {
+        ctx->decode_tokens.fetch_add(1, std::memory_order_relaxed);
+        ctx->decode_us.fetch_add(us, std::memory_order_relaxed);
+    } else {
+        ctx->prompt_tokens.fetch_add(n_tokens, std::memory_order_relaxed);
+        ctx->prompt_us.fetch_add(us, std::memory_order_relaxed);
+    }
 }
 
 std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_context_params &p) {
@@ -34,7 +59,7 @@ std::unique_ptr<dsi_context> make_context(dsi_session *session, const dsi_contex
     ctx->n_threads = p.n_threads > 0 ? p.n_threads : session->n_threads;
     ctx->abort_callback = p.abort_callback;
     ctx->abort_user_data = p.abort_user_data;
-    ctx->session = session;
+    ctx->session = SessionRef(session);
     session->n_contexts.fetch_add(1);
     return ctx;
 }
@@ -49,8 +74,11 @@ std::unique_ptr<dsi_context> fork_context(dsi_context *ctx) {
     copy->logits = ctx->logits;
     copy->logits_rows = ctx->logits_rows;
     copy->n_threads = ctx->n_threads;
-    copy->abort_callback = ctx->abort_callback;
-    copy->abort_user_data = ctx->abort_user_data;
+    {
+        std::lock_guard<std::mutex> lock(ctx->abort_mutex);
+        copy->abort_callback = ctx->abort_callback;
+        copy->abort_user_data = ctx->abort_user_data;
+    }
     ctx->session->pages->retain(copy->pages);
     copy->session = ctx->session;
     ctx->session->n_contexts.fetch_add(1);
@@ -84,3 +112,16 @@ void truncate_context(dsi_context *ctx, int64_t length) {
 }
 
 }  // namespace dsi
+
+// Copied under the lock and called outside it, so that a callback may itself replace
+// the callback without deadlocking.
+bool dsi_context::should_abort() {
+    dsi_abort_fn fn;
+    void *user_data;
+    {
+        std::lock_guard<std::mutex> lock(abort_mutex);
+        fn = abort_callback;
+        user_data = abort_user_data;
+    }
+    return fn && fn(user_data) != 0;
+}

@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/params.h"
+#include "common/portable_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -128,6 +129,7 @@ int32_t dsi_sampler::sample(const float *in, int32_t n_vocab, const int32_t *his
     dsi::check_logits(in, n_vocab);
     dsi::check_history(hist, n_hist, n_vocab);
     logits.assign(in, in + n_vocab);
+    apply_logit_bias(n_vocab);
     dsi::apply_penalties(params, logits.data(), hist, n_hist, window);
     if (params.temperature <= 0.0f) {
         const int32_t best = dsi::argmax(logits);
@@ -146,6 +148,22 @@ int32_t dsi_sampler::sample(const float *in, int32_t n_vocab, const int32_t *his
     if (params.top_p < 1.0f) keep_nucleus(params.top_p);
     if (params.min_p > 0.0f) keep_min_p(params.min_p);
     return draw();
+}
+
+// Biases were checked when set (no NaN, no +inf); only the id's upper bound waits for
+// n_vocab. A ban of every token leaves nothing to choose.
+void dsi_sampler::apply_logit_bias(int32_t n_vocab) {
+    if (logit_bias.empty()) return;
+    for (const dsi_logit_bias &b : logit_bias) {
+        if (b.token >= n_vocab)
+            dsi::fail(DSI_ERR_INVALID_TOKEN, "logit bias token %d is outside the vocabulary [0, %d)", b.token, n_vocab);
+        logits[b.token] += b.bias;
+        if (logits[b.token] == INFINITY)
+            dsi::fail(DSI_ERR_INVALID_ARGUMENT, "logit bias %g turns the logit of token %d into +inf",
+                      static_cast<double>(b.bias), b.token);
+    }
+    if (std::all_of(logits.begin(), logits.end(), [](float l) { return l == -INFINITY; }))
+        dsi::fail(DSI_ERR_INVALID_ARGUMENT, "the logit bias leaves every token at -inf: no token can be chosen");
 }
 
 // Sorts the k best first. Ids break ties, so the order is a strict total order and the
@@ -170,7 +188,7 @@ void dsi_sampler::softmax(float temperature) {
     const double max = candidates.front().logit;
     double sum = 0.0;
     for (Candidate &c : candidates) {
-        c.p = std::exp((static_cast<double>(c.logit) - max) / temperature);
+        c.p = dsi::portable_exp((static_cast<double>(c.logit) - max) / temperature);
         sum += c.p;
     }
     for (Candidate &c : candidates) c.p /= sum;

@@ -4,6 +4,7 @@
 
 #include "dsinfer.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -59,14 +60,18 @@ struct dsi_sampler {
 
     dsi_sampler_params params;
     dsi::Rng rng;
+    std::vector<dsi_logit_bias> logit_bias;  // step 0 of the chain
+
+    std::atomic_flag in_use = ATOMIC_FLAG_INIT;  // DSI_ERR_BUSY for a concurrent call
+    std::atomic<int64_t> samples{0}, sample_us{0};
 
     // Scratch kept across calls so that a decode step does not allocate.
     std::vector<float> logits;
     std::vector<int32_t> window;
     std::vector<dsi::Candidate> candidates;
-    std::vector<int32_t> history;  // ctx's tokens, for dsi_sampler_sample()
 
 private:
+    void apply_logit_bias(int32_t n_vocab);
     void keep_top(size_t k);
     void softmax(float temperature);
     void keep_nucleus(float top_p);

@@ -3,39 +3,38 @@
 #include "common/error.h"
 #include "backend_cuda/cuda_backend.h"
 #include "common/file.h"
+#include "common/log.h"
+#include "common/params.h"
 #include "text/tokenizer.h"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 dsi_session::~dsi_session() = default;
 
 void dsi_session::logf(dsi_log_level level, const char *fmt, ...) const {
-    if (!log || level < log_level) return;
+    if (log && level < log_level) return;
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    log(level, buf, log_user_data);
+    dsi::log_message(log, log_user_data, log_level, level, buf);
 }
 
 namespace dsi {
 
-namespace {
-
-// Enum fields come from the caller as whatever int it stored: read them as int, since
-// loading an out-of-range value as the enum type is undefined behaviour.
-template <class Enum>
-int enum_value(const Enum &field) {
-    static_assert(sizeof(Enum) == sizeof(int), "C enums are int-sized here");
-    int v;
-    std::memcpy(&v, &field, sizeof v);
-    return v;
+void release_session(dsi_session *s) {
+    if (s && s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete s;
 }
+
+namespace {
 
 std::unique_ptr<Backend> make_backend(const dsi_session_params &p, dsi_backend &chosen) {
     const int gpu_precision = enum_value(p.gpu_precision);
@@ -76,6 +75,29 @@ std::string describe(const ModelConfig &c, const char *backend) {
                      (long long)c.vocab_size, c.fp8 ? "FP8 e4m3 block-scaled" : "bf16/f32", backend);
 }
 
+// generation_config.json's eos_token_id (one id or a list), when the file exists; ids outside
+// the vocabulary are refused like config.json's.
+std::vector<int64_t> generation_eos(const std::string &dir, int64_t vocab_size) {
+    const std::string path = dir + "/generation_config.json";
+    if (!is_regular_file(path)) return {};
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(read_text_file(path, "generation config"));
+    } catch (const nlohmann::json::exception &e) {
+        fail(DSI_ERR_FORMAT, "%s: %s", path.c_str(), e.what());
+    }
+    if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return {};
+    const nlohmann::json &v = j["eos_token_id"];
+    std::vector<int64_t> ids;
+    for (const nlohmann::json &id : v.is_array() ? v : nlohmann::json::array({v})) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab_size)
+            fail(DSI_ERR_CONFIG, "%s: eos_token_id must be token ids below vocab_size %lld", path.c_str(),
+                 (long long)vocab_size);
+        ids.push_back(id.get<int64_t>());
+    }
+    return ids;
+}
+
 // The session's page pool: as many whole pages as the budget holds.
 void create_cache_pool(dsi_session &s, size_t budget) {
     Backend &be = *s.model->backend;
@@ -112,13 +134,26 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
     s->log_level = static_cast<dsi_log_level>(log_level);
     s->n_threads = params.n_threads;
 
+    const double start_ms = now_ms();
     auto progress = [&](float f) { return !params.progress || params.progress(f, params.progress_user_data) != 0; };
     if (!progress(0.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
     std::unique_ptr<Backend> backend = make_backend(params, s->backend);
+    if (enum_value(params.backend) == DSI_BACKEND_AUTO && s->backend == DSI_BACKEND_CPU)
+        s->logf(DSI_LOG_WARN, "backend AUTO: no usable CUDA device, using the CPU");
     s->model = load_model(model_dir, std::move(backend), progress);
     s->description = describe(s->model->cfg, s->model->backend->name());
     s->identity = model_identity(read_text_file(std::string(model_dir) + "/config.json", "config"), *s->model->checkpoint);
-    s->logf(DSI_LOG_INFO, "loaded %s: %s", model_dir, s->description.c_str());
+    const ModelConfig &cfg = s->model->cfg;
+    for (int64_t id : cfg.eos_token_ids) s->eog_tokens.push_back(static_cast<int32_t>(id));
+    for (int64_t id : generation_eos(model_dir, cfg.vocab_size))
+        if (std::find(s->eog_tokens.begin(), s->eog_tokens.end(), id) == s->eog_tokens.end())
+            s->eog_tokens.push_back(static_cast<int32_t>(id));
+    const int threads = params.n_threads > 0 ? params.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+    s->logf(DSI_LOG_INFO, "loaded %s: %s; %lld parameters, %.1f MiB of weights, %d threads", model_dir,
+            s->description.c_str(), (long long)s->model->weights.n_params,
+            static_cast<double>(s->model->weights.bytes) / (1024.0 * 1024.0), threads);
+    if (s->eog_tokens.empty())
+        s->logf(DSI_LOG_WARN, "%s names no eos_token_id: generation stops only at n_ctx or max tokens", model_dir);
     create_cache_pool(*s, params.cache_budget);
 
     const std::string dir_tokenizer = std::string(model_dir) + "/tokenizer.json";
@@ -130,9 +165,14 @@ std::unique_ptr<dsi_session> open_session(const char *model_dir, const dsi_sessi
         if (tok->impl->n_vocab() > s->model->cfg.vocab_size)
             fail(DSI_ERR_CONFIG, "tokenizer %s has %d ids but the model's vocabulary has %lld", tok_path.c_str(),
                  tok->impl->n_vocab(), (long long)s->model->cfg.vocab_size);
+        if (tok->impl->n_vocab() < s->model->cfg.vocab_size)
+            s->logf(DSI_LOG_INFO, "tokenizer %s has %d ids, fewer than the model's %lld: the rest cannot be decoded",
+                    tok_path.c_str(), tok->impl->n_vocab(), (long long)s->model->cfg.vocab_size);
+        s->logf(DSI_LOG_DEBUG, "tokenizer %s: %d ids", tok_path.c_str(), tok->impl->n_vocab());
         s->tokenizer = std::move(tok);
     }
     if (!progress(1.0f)) fail(DSI_ERR_CANCELLED, "loading cancelled by the progress callback");
+    s->load_ms = now_ms() - start_ms;
     return s;
 }
 

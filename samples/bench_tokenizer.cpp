@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
     std::string decoded(text.size() + 1, '\0');
     size_t decoded_len = 0;
     auto start = std::chrono::steady_clock::now();
-    st = dsi_detokenize(tok, ids.data(), n_ids, &decoded[0], decoded.size(), &decoded_len);
+    st = dsi_detokenize(tok, ids.data(), n_ids, 0, &decoded[0], decoded.size(), &decoded_len);
     double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (st != DSI_OK) return fail("detokenize", st);
     decoded.resize(decoded_len);

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -25,30 +27,29 @@ const Command kCommands[] = {
     {"render-chat", "print the DeepSeek-V3.2 prompt of a JSON conversation", cli::run_render_chat,
      cli::help_render_chat},
     {"chat", "chat interactively with a model", cli::run_chat, cli::help_chat},
+    {"bench", "measure prefill and decode speed", cli::run_bench, cli::help_bench},
 };
 
-// The overview, then every subcommand's own help: one place documents every flag.
+// The subcommands in a few lines; each one's flags are in "dsinfer COMMAND --help".
 void print_help(std::FILE *out) {
     std::fprintf(out,
-                 "usage: dsinfer COMMAND [options]\n"
-                 "       dsinfer COMMAND --help\n"
-                 "       dsinfer --version\n\n"
+                 "usage: dsinfer COMMAND [options]     (dsinfer COMMAND --help lists its options)\n\n"
                  "Runs DeepSeek-V3.2 checkpoints with the dsinfer library %s.\n\ncommands:\n",
                  dsi_version());
     for (const Command &c : kCommands) std::fprintf(out, "  %-14s%s\n", c.name, c.summary);
-    std::fprintf(out,
-                 "\nExit status: 0 on success, 1 when the library or a file operation fails,\n"
-                 "2 for a bad command line.\n");
-    for (const Command &c : kCommands) {
-        std::fprintf(out, "\n");
-        c.help(out);
-    }
+    std::fprintf(out, "\nExit status: 0 on success, 1 when the library or a file fails, 2 for a bad command line.\n");
 }
 
 const Command *find_command(const char *name) {
     for (const Command &c : kCommands)
         if (std::strcmp(c.name, name) == 0) return &c;
     return nullptr;
+}
+
+std::vector<std::string> command_names() {
+    std::vector<std::string> names;
+    for (const Command &c : kCommands) names.push_back(c.name);
+    return names;
 }
 
 int run(const Command &command, const cli::Args &args) {
@@ -58,7 +59,7 @@ int run(const Command &command, const cli::Args &args) {
         std::fprintf(stderr, "dsinfer %s: %s\nTry 'dsinfer %s --help'.\n", command.name, e.what(), command.name);
         return 2;
     } catch (const cli::LibraryError &e) {
-        std::fprintf(stderr, "dsinfer: error: %s: %s\n", dsi_status_name(e.status), e.what());
+        std::fprintf(stderr, "dsinfer: error: %s\n", e.what());
         return 1;
     } catch (const std::exception &e) {
         std::fprintf(stderr, "dsinfer: error: %s\n", e.what());
@@ -84,7 +85,8 @@ int main(int argc, char **argv) {
     }
     const Command *command = find_command(first);
     if (!command) {
-        std::fprintf(stderr, "dsinfer: unknown command '%s'\nTry 'dsinfer --help'.\n", first);
+        std::fprintf(stderr, "dsinfer: unknown command '%s'%s\nTry 'dsinfer --help'.\n", first,
+                     cli::did_you_mean(first, command_names()).c_str());
         return 2;
     }
     return run(*command, cli::Args(argv + 2, argv + argc));

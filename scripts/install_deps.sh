@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(cmake g++ make pkg-config git ca-certificates
           doctest-dev libpcre2-dev nlohmann-json3-dev
-          libflatbuffers-dev flatbuffers-compiler swig
+          libflatbuffers-dev flatbuffers-compiler swig libreadline-dev
           clang libclang-rt-14-dev libomp-14-dev)  # fuzzers (libFuzzer) and ThreadSanitizer
 missing=()
 for p in "${packages[@]}"; do

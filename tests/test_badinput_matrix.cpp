@@ -566,7 +566,7 @@ TEST_CASE("ub: enum fields out of range, NULL buffers of size 0, NUL inside json
     dsi_tokenizer *t = nullptr;
     REQUIRE(dsi_tokenizer_load(kTokenizer.c_str(), &t) == DSI_OK);
     size_t len = 99;
-    CHECK(dsi_detokenize(t, nullptr, 0, nullptr, 0, &len) == DSI_OK);
+    CHECK(dsi_detokenize(t, nullptr, 0, 0, nullptr, 0, &len) == DSI_OK);
     CHECK(len == 0);
     dsi_tokenizer_free(t);
 

@@ -135,7 +135,7 @@ TEST_CASE("demo model: its tokenizer.json encodes and decodes like Hugging Face 
     if (!has_special) {
         std::vector<char> text(gen.size() * 32 + 64);
         size_t len = 0;
-        st = dsi_detokenize(tok, gen.data(), gen.size(), text.data(), text.size(), &len);
+        st = dsi_detokenize(tok, gen.data(), gen.size(), 0, text.data(), text.size(), &len);
         REQUIRE_MESSAGE(st == DSI_OK, dsi_status_name(st) << ": " << dsi_last_error());
         CHECK(std::string(text.data(), len) == fib.at("text").get<std::string>());
     }
@@ -144,7 +144,7 @@ TEST_CASE("demo model: its tokenizer.json encodes and decodes like Hugging Face 
     const std::vector<int32_t> pids = ref.at("prompt_ids").get<std::vector<int32_t>>();
     std::vector<char> text(pids.size() * 32 + 64);
     size_t len = 0;
-    st = dsi_detokenize(tok, pids.data(), pids.size(), text.data(), text.size(), &len);
+    st = dsi_detokenize(tok, pids.data(), pids.size(), 0, text.data(), text.size(), &len);
     REQUIRE_MESSAGE(st == DSI_OK, dsi_status_name(st) << ": " << dsi_last_error());
     CHECK(std::string(text.data(), len) == ref.at("prompt_text").get<std::string>());
 }

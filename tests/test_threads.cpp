@@ -116,7 +116,7 @@ TEST_CASE("a shared tokenizer and chat rendering from many threads match a seque
         if (dsi_tokenize(tok, text.data(), text.size(), 1, ids.data(), ids.size(), &n) != DSI_OK) return std::string();
         std::vector<char> back(1024);
         size_t len = 0;
-        if (dsi_detokenize(tok, ids.data(), n, back.data(), back.size(), &len) != DSI_OK) return std::string();
+        if (dsi_detokenize(tok, ids.data(), n, 0, back.data(), back.size(), &len) != DSI_OK) return std::string();
         return std::to_string(n) + "|" + std::string(back.data(), len);
     };
     auto render = [](int t) {

@@ -430,19 +430,19 @@ TEST_CASE("C API: load, query, tokenize and detokenize with exact buffer sizes")
     CHECK(n == 0);
 
     size_t len = 0;
-    CHECK(dsi_detokenize(tok, ids, 3, nullptr, 0, &len) == DSI_ERR_BUFFER_TOO_SMALL);
+    CHECK(dsi_detokenize(tok, ids, 3, 0, nullptr, 0, &len) == DSI_ERR_BUFFER_TOO_SMALL);
     CHECK(len == text.size());
     CHECK(std::string(dsi_last_error()).find("needs 15 bytes") != std::string::npos);
     char buf[32];
     std::fill(std::begin(buf), std::end(buf), 'X');
-    REQUIRE(dsi_detokenize(tok, ids, 3, buf, text.size(), &len) == DSI_OK);  // no room for NUL
+    REQUIRE(dsi_detokenize(tok, ids, 3, 0, buf, text.size(), &len) == DSI_OK);  // no room for NUL
     CHECK(std::string(buf, len) == text);
     CHECK(buf[len] == 'X');
-    REQUIRE(dsi_detokenize(tok, ids, 3, buf, sizeof buf, &len) == DSI_OK);
+    REQUIRE(dsi_detokenize(tok, ids, 3, 0, buf, sizeof buf, &len) == DSI_OK);
     CHECK(std::string(buf) == text);
 
     dsi_detokenizer *stream = nullptr;
-    REQUIRE(dsi_detokenizer_create(tok, &stream) == DSI_OK);
+    REQUIRE(dsi_detokenizer_create(tok, 0, &stream) == DSI_OK);
     std::string joined;
     for (int32_t id : {54, 1341, 55}) {
         const char *piece = nullptr;
@@ -466,7 +466,7 @@ TEST_CASE("C API: a streaming decoder keeps its tokenizer alive") {
     dsi_tokenizer *tok = nullptr;
     REQUIRE(dsi_tokenizer_load(DSI_TEST_DATA_DIR "/tokenizer/features.json", &tok) == DSI_OK);
     dsi_detokenizer *stream = nullptr;
-    REQUIRE(dsi_detokenizer_create(tok, &stream) == DSI_OK);
+    REQUIRE(dsi_detokenizer_create(tok, 0, &stream) == DSI_OK);
     dsi_tokenizer_free(tok);
     const char *piece = nullptr;
     size_t len = 0;

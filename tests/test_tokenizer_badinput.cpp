@@ -281,11 +281,11 @@ TEST_CASE("decoding an id outside the vocabulary is DSI_ERR_INVALID_TOKEN") {
     char buf[16];
     size_t len = 0;
     const int32_t big[] = {INT32_MAX};
-    CHECK(dsi_detokenize(handle, big, 1, buf, sizeof buf, &len) == DSI_ERR_INVALID_TOKEN);
+    CHECK(dsi_detokenize(handle, big, 1, 0, buf, sizeof buf, &len) == DSI_ERR_INVALID_TOKEN);
     CHECK(std::string(dsi_last_error()) == "token id 2147483647 at position 0 is outside [0, 8)");
 
     dsi_detokenizer *stream = nullptr;
-    REQUIRE(dsi_detokenizer_create(handle, &stream) == DSI_OK);
+    REQUIRE(dsi_detokenizer_create(handle, 0, &stream) == DSI_OK);
     const char *text = nullptr;
     CHECK(dsi_detokenizer_push(stream, -3, &text, &len) == DSI_ERR_INVALID_TOKEN);
     CHECK(std::string(dsi_last_error()) == "token id -3 is outside [0, 8)");
@@ -319,20 +319,20 @@ TEST_CASE("NULL arguments are DSI_ERR_INVALID_ARGUMENT") {
 
     char buf[8];
     size_t len = 0;
-    expect(dsi_detokenize(nullptr, ids, 0, buf, 8, &len), "dsi_detokenize: tokenizer is NULL");
-    expect(dsi_detokenize(handle, nullptr, 2, buf, 8, &len), "dsi_detokenize: ids is NULL but n_ids is not 0");
-    expect(dsi_detokenize(handle, ids, 0, nullptr, 8, &len), "dsi_detokenize: text is NULL but cap is not 0");
-    expect(dsi_detokenize(handle, ids, 0, buf, 8, nullptr), "dsi_detokenize: text_len is NULL");
+    expect(dsi_detokenize(nullptr, ids, 0, 0, buf, 8, &len), "dsi_detokenize: tokenizer is NULL");
+    expect(dsi_detokenize(handle, nullptr, 2, 0, buf, 8, &len), "dsi_detokenize: ids is NULL but n_ids is not 0");
+    expect(dsi_detokenize(handle, ids, 0, 0, nullptr, 8, &len), "dsi_detokenize: text is NULL but cap is not 0");
+    expect(dsi_detokenize(handle, ids, 0, 0, buf, 8, nullptr), "dsi_detokenize: text_len is NULL");
 
     dsi_detokenizer *stream = reinterpret_cast<dsi_detokenizer *>(1);
-    expect(dsi_detokenizer_create(nullptr, &stream), "dsi_detokenizer_create: tokenizer is NULL");
+    expect(dsi_detokenizer_create(nullptr, 0, &stream), "dsi_detokenizer_create: tokenizer is NULL");
     CHECK(stream == nullptr);
-    expect(dsi_detokenizer_create(handle, nullptr), "dsi_detokenizer_create: out is NULL");
+    expect(dsi_detokenizer_create(handle, 0, nullptr), "dsi_detokenizer_create: out is NULL");
 
     const char *text = nullptr;
     expect(dsi_detokenizer_push(nullptr, 0, &text, &len), "dsi_detokenizer_push: detokenizer is NULL");
     expect(dsi_detokenizer_flush(nullptr, &text, &len), "dsi_detokenizer_flush: detokenizer is NULL");
-    REQUIRE(dsi_detokenizer_create(handle, &stream) == DSI_OK);
+    REQUIRE(dsi_detokenizer_create(handle, 0, &stream) == DSI_OK);
     expect(dsi_detokenizer_push(stream, 0, nullptr, &len), "dsi_detokenizer_push: text or text_len is NULL");
     expect(dsi_detokenizer_flush(stream, &text, nullptr), "dsi_detokenizer_flush: text or text_len is NULL");
     dsi_detokenizer_free(stream);

@@ -1,5 +1,7 @@
 #include "common/error.h"
 
+#include "common/log.h"
+
 #include <cstdio>
 #include <vector>
 
@@ -34,7 +36,10 @@ void fail(dsi_status status, const char *fmt, ...) {
     throw Error(status, std::move(s));
 }
 
-void set_last_error(const std::string &message) { t_last_error = message; }
+void set_last_error(const std::string &message) {
+    t_last_error = message;
+    log_message(nullptr, nullptr, DSI_LOG_NONE, DSI_LOG_ERROR, message.c_str());
+}
 
 }  // namespace dsi
 

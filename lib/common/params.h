@@ -24,4 +24,15 @@ P read_params(const P *given, P defaults, size_t v1_size, const char *name) {
     return defaults;
 }
 
+// The int a caller stored in an enum field or parameter. C callers may pass any int; in
+// C++ loading an enum object whose value lies outside the enum's range is undefined, so
+// the bytes are read as int instead.
+template <class E>
+int enum_value(const E &e) {
+    static_assert(sizeof(E) == sizeof(int), "C enums are int-sized here");
+    int v;
+    std::memcpy(&v, &e, sizeof v);
+    return v;
+}
+
 }  // namespace dsi

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -357,6 +358,9 @@ void parse_eos(const Obj &o, ModelConfig &c) {
             o.value_error("eos_token_id", "a token id below vocab_size");
     }
     c.eos_token_id = ids[0].get<int64_t>();
+    for (const json &id : ids)
+        if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id.get<int64_t>()) == c.eos_token_ids.end())
+            c.eos_token_ids.push_back(id.get<int64_t>());
 }
 
 // The lightning indexer belongs to V3.2 only: DeepseekV32ForCausalLM needs all three

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dsi {
 
@@ -58,6 +59,8 @@ struct ModelConfig {
     RopeConfig rope;
     int64_t bos_token_id = -1;
     int64_t eos_token_id = -1;
+    std::vector<int64_t> eos_token_ids;  // all of eos_token_id when it is a list
+
     bool tie_word_embeddings = false;
 
     // quantization_config: FP8 e4m3 with block scales

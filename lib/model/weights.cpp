@@ -28,14 +28,16 @@ public:
     // A [rows, cols] matrix: float dtype, or F8_E4M3 with its weight_scale_inv.
     std::unique_ptr<Matrix> matrix(const std::string &name, int64_t rows, int64_t cols) {
         const TensorInfo &w = ckpt_.get(name);
-        used_.insert(name);
+        const bool first_use = used_.insert(name).second;  // a tied lm_head binds the embedding again
         check_shape(w, {rows, cols});
+        if (first_use) count(w, true);
         MatrixSource src;
         src.weight = &w;
         src.block_rows = cfg_.fp8_block_rows;
         src.block_cols = cfg_.fp8_block_cols;
         if (w.dtype == DType::F8_E4M3) {
             src.scale_inv = &scale_for(name, w, rows, cols);
+            if (first_use) count(*src.scale_inv, false);
         } else if (!is_float_dtype(w.dtype)) {
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16, F32 or F8_E4M3",
                  name.c_str(), w.file.c_str(), dtype_name(w.dtype));
@@ -49,13 +51,16 @@ public:
             fail(DSI_ERR_CHECKPOINT, "tensor '%s' in %s has dtype %s; expected BF16, F16 or F32", name.c_str(),
                  t.file.c_str(), dtype_name(t.dtype));
         check_shape(t, {n});
-        used_.insert(name);
+        if (used_.insert(name).second) count(t, true);
         check_finite(t);
         return backend_.prepare_vector(t);
     }
 
     // Names of the tensors bound so far.
     const std::set<std::string> &used() const { return used_; }
+
+    int64_t n_params() const { return n_params_; }
+    int64_t bytes() const { return bytes_; }
 
     MlpWeights mlp(const std::string &prefix, int64_t inter, std::vector<std::unique_ptr<Matrix>> &owner) {
         const int64_t hidden = cfg_.hidden_size;
@@ -67,6 +72,12 @@ public:
     }
 
 private:
+    // Elements (of weights, not of FP8 scales) and bytes of a tensor bound for the first time.
+    void count(const TensorInfo &t, bool is_param) {
+        if (is_param) n_params_ += t.numel();
+        bytes_ += static_cast<int64_t>(t.nbytes);
+    }
+
     // Norm weights, biases and e_score_correction_bias are small: a NaN or inf there is
     // checked on load rather than found as NaN logits (or arbitrary routing) later.
     static void check_finite(const TensorInfo &t) {
@@ -110,6 +121,7 @@ private:
     const Checkpoint &ckpt_;
     Backend &backend_;
     std::set<std::string> used_;
+    int64_t n_params_ = 0, bytes_ = 0;
 };
 
 // A checkpoint tensor the config gives no use to means the config does not describe the
@@ -208,6 +220,8 @@ ModelWeights load_weights(const ModelConfig &cfg, const Checkpoint &ckpt, Backen
     w.final_norm = b.vector("model.norm.weight", cfg.hidden_size);
     const bool tied = cfg.tie_word_embeddings && !ckpt.find("lm_head.weight");
     w.lm_head = b.matrix(tied ? "model.embed_tokens.weight" : "lm_head.weight", cfg.vocab_size, cfg.hidden_size);
+    w.n_params = b.n_params();
+    w.bytes = b.bytes();
     check_all_used(cfg, ckpt, b.used());
     return w;
 }

@@ -51,6 +51,10 @@ struct ModelWeights {
     std::vector<LayerWeights> layers;
     Buffer final_norm;                      // [hidden]
     std::unique_ptr<Matrix> lm_head;        // [vocab, hidden]
+    // Of the distinct checkpoint tensors bound: elements (without FP8 scales) and bytes
+    // (with them).
+    int64_t n_params = 0;
+    int64_t bytes = 0;
 };
 
 // Binds every tensor the forward pass uses; tensors it does not use (an MTP layer,

@@ -10,6 +10,7 @@
 // as it was. All arithmetic is per row, so a row's result does not depend on what else
 // is in the batch: batched logits are bit-identical to evaluating each context alone.
 #include "common/error.h"
+#include "context_access.h"
 #include "session.h"
 
 #include <algorithm>
@@ -68,7 +69,7 @@ void validate(dsi_session *s, const EvalItem *items, size_t n_items) {
         const EvalItem &it = items[i];
         const std::string w = who(i, n_items);
         if (!it.ctx) fail(DSI_ERR_INVALID_ARGUMENT, "%sctx is NULL", w.c_str());
-        if (it.ctx->session != s) fail(DSI_ERR_INVALID_ARGUMENT, "%sthe context belongs to another session", w.c_str());
+        if (it.ctx->session.get() != s) fail(DSI_ERR_INVALID_ARGUMENT, "%sthe context belongs to another session", w.c_str());
         for (size_t j = 0; j < i; ++j)
             if (items[j].ctx == it.ctx) fail(DSI_ERR_INVALID_ARGUMENT, "items %zu and %zu name the same context", j, i);
         if (!it.tokens) fail(DSI_ERR_INVALID_ARGUMENT, "%stokens is NULL", w.c_str());
@@ -222,7 +223,7 @@ private:
         b.observer = observer;
         b.should_abort = [this] {
             for (const Plan &p : plans_)
-                if (p.ctx->abort_callback && p.ctx->abort_callback(p.ctx->abort_user_data) != 0) return true;
+                if (p.ctx->should_abort()) return true;
             return false;
         };
         std::vector<int32_t> ids, pos, seq, slots, logit_rows;
@@ -320,8 +321,13 @@ private:
 void eval_batch(dsi_session *session, const EvalItem *items, size_t n_items, ForwardObserver *observer) {
     if (!items && n_items) fail(DSI_ERR_INVALID_ARGUMENT, "items is NULL");
     if (n_items == 0) fail(DSI_ERR_INVALID_ARGUMENT, "n_items is 0: nothing to evaluate");
+    const double start_ms = now_ms();
     Batch batch(session, items, n_items);
     batch.run(observer);
+    const double ms = now_ms() - start_ms;
+    for (size_t i = 0; i < n_items; ++i) count_eval(items[i].ctx, static_cast<int64_t>(items[i].n_tokens), ms);
+    session->logf(DSI_LOG_DEBUG, "eval: %zu token(s) at position %lld in %.2f ms (%zu context(s) in the batch)",
+                  items[0].n_tokens, (long long)(items[0].ctx->tokens.size() - items[0].n_tokens), ms, n_items);
 }
 
 void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsigned flags,
@@ -331,7 +337,7 @@ void context_eval(dsi_context *ctx, const int32_t *tokens, size_t n_tokens, unsi
     it.tokens = tokens;
     it.n_tokens = n_tokens;
     it.flags = flags;
-    eval_batch(ctx->session, &it, 1, observer);
+    eval_batch(ctx->session.get(), &it, 1, observer);
 }
 
 }  // namespace dsi

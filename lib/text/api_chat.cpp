@@ -2,6 +2,7 @@
 #include "dsinfer.h"
 
 #include "common/error.h"
+#include "common/log.h"
 #include "text/chat.h"
 #include "text/dsml.h"
 
@@ -51,6 +52,8 @@ DSI_API dsi_status dsi_chat_render(const char *conversation_json, size_t json_le
         require(conversation_json != nullptr, "conversation_json");
         bool thinking = thinking_flag(flags);
         std::string text = dsi::chat::render(std::string_view(conversation_json, json_len), thinking);
+        dsi::log_global(DSI_LOG_DEBUG, "chat: rendered %zu bytes of conversation into a %zu-byte prompt", json_len,
+                        text.size());
         *prompt = copy_out(text);
         if (prompt_len) *prompt_len = text.size();
     });

@@ -2,6 +2,7 @@
 #include "dsinfer.h"
 
 #include "common/error.h"
+#include "common/log.h"
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
@@ -26,6 +27,21 @@ void require(bool ok, const char *fn, const char *what) {
     if (!ok) dsi::fail(DSI_ERR_INVALID_ARGUMENT, "%s: %s", fn, what);
 }
 
+void require_flags(unsigned flags, unsigned known, const char *fn) {
+    if (flags & ~known) dsi::fail(DSI_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn, flags & ~known);
+}
+
+// Copies `bytes` out as dsi_tokenize/dsi_detokenize specify: the length always, the bytes
+// and a NUL when they fit.
+void copy_text(const std::string_view bytes, char *text, size_t cap, size_t *text_len, const char *fn) {
+    *text_len = bytes.size();
+    if (bytes.size() > cap)
+        dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu bytes, the buffer holds %zu", fn, bytes.size(),
+                  cap);
+    if (!bytes.empty()) std::memcpy(text, bytes.data(), bytes.size());  // text may be NULL when nothing is copied
+    if (cap > bytes.size()) text[bytes.size()] = '\0';
+}
+
 }  // namespace
 
 extern "C" dsi_status dsi_tokenizer_load(const char *path, dsi_tokenizer **out) {
@@ -35,6 +51,7 @@ extern "C" dsi_status dsi_tokenizer_load(const char *path, dsi_tokenizer **out) 
         require(path != nullptr, "dsi_tokenizer_load", "path is NULL");
         auto tok = std::make_unique<dsi_tokenizer>();
         tok->impl = dsi::Tokenizer::load_file(path);
+        dsi::log_global(DSI_LOG_DEBUG, "tokenizer %s: %d ids", path, tok->impl->n_vocab());
         *out = tok.release();
     });
 }
@@ -53,15 +70,40 @@ extern "C" int32_t dsi_tokenizer_token_id(const dsi_tokenizer *tok, const char *
     return id;
 }
 
-extern "C" dsi_status dsi_tokenize(const dsi_tokenizer *tok, const char *text, size_t text_len, int parse_special,
+extern "C" uint32_t dsi_tokenizer_token_attr(const dsi_tokenizer *tok, int32_t id) {
+    if (!tok || !tok->impl) return DSI_TOKEN_ATTR_NONE;
+    switch (tok->impl->kind(id)) {
+    case dsi::TokenKind::None: return DSI_TOKEN_ATTR_NONE;
+    case dsi::TokenKind::Normal: return DSI_TOKEN_ATTR_NORMAL;
+    case dsi::TokenKind::Special: return DSI_TOKEN_ATTR_CONTROL;
+    case dsi::TokenKind::Added: return DSI_TOKEN_ATTR_USER_DEFINED;
+    }
+    return DSI_TOKEN_ATTR_NONE;
+}
+
+extern "C" dsi_status dsi_tokenizer_token_to_piece(const dsi_tokenizer *tok, int32_t id, char *piece, size_t cap,
+                                                   size_t *piece_len) {
+    return dsi::guard([&] {
+        const char *fn = "dsi_tokenizer_token_to_piece";
+        const dsi::Tokenizer &t = tokenizer_of(tok, fn);
+        require(piece_len != nullptr, fn, "piece_len is NULL");
+        require(piece != nullptr || cap == 0, fn, "piece is NULL but cap is not 0");
+        copy_text(t.token_bytes(id), piece, cap, piece_len, fn);
+    });
+}
+
+extern "C" dsi_status dsi_tokenize(const dsi_tokenizer *tok, const char *text, size_t text_len, unsigned flags,
                                    int32_t *ids, size_t cap, size_t *n_ids) {
     return dsi::guard([&] {
         const char *fn = "dsi_tokenize";
         const dsi::Tokenizer &t = tokenizer_of(tok, fn);
+        require_flags(flags, DSI_TOKENIZE_PARSE_SPECIAL | DSI_TOKENIZE_ADD_SPECIAL, fn);
         require(n_ids != nullptr, fn, "n_ids is NULL");
         require(text != nullptr || text_len == 0, fn, "text is NULL but text_len is not 0");
         require(ids != nullptr || cap == 0, fn, "ids is NULL but cap is not 0");
-        std::vector<int32_t> out = t.encode(std::string_view(text ? text : "", text_len), parse_special != 0);
+        std::vector<int32_t> out = t.encode(std::string_view(text ? text : "", text_len),
+                                            (flags & DSI_TOKENIZE_PARSE_SPECIAL) != 0,
+                                            (flags & DSI_TOKENIZE_ADD_SPECIAL) != 0);
         *n_ids = out.size();
         if (out.size() > cap)
             dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu ids, the buffer holds %zu", fn, out.size(), cap);
@@ -69,30 +111,27 @@ extern "C" dsi_status dsi_tokenize(const dsi_tokenizer *tok, const char *text, s
     });
 }
 
-extern "C" dsi_status dsi_detokenize(const dsi_tokenizer *tok, const int32_t *ids, size_t n_ids, char *text,
-                                     size_t cap, size_t *text_len) {
+extern "C" dsi_status dsi_detokenize(const dsi_tokenizer *tok, const int32_t *ids, size_t n_ids, unsigned flags,
+                                     char *text, size_t cap, size_t *text_len) {
     return dsi::guard([&] {
         const char *fn = "dsi_detokenize";
         const dsi::Tokenizer &t = tokenizer_of(tok, fn);
+        require_flags(flags, DSI_DETOKENIZE_SKIP_SPECIAL, fn);
         require(text_len != nullptr, fn, "text_len is NULL");
         require(ids != nullptr || n_ids == 0, fn, "ids is NULL but n_ids is not 0");
         require(text != nullptr || cap == 0, fn, "text is NULL but cap is not 0");
-        std::string out = t.decode(ids, n_ids);
-        *text_len = out.size();
-        if (out.size() > cap)
-            dsi::fail(DSI_ERR_BUFFER_TOO_SMALL, "%s: the text needs %zu bytes, the buffer holds %zu", fn, out.size(),
-                      cap);
-        if (!out.empty()) std::memcpy(text, out.data(), out.size());  // text may be NULL when nothing is copied
-        if (cap > out.size()) text[out.size()] = '\0';
+        copy_text(t.decode(ids, n_ids, (flags & DSI_DETOKENIZE_SKIP_SPECIAL) != 0), text, cap, text_len, fn);
     });
 }
 
-extern "C" dsi_status dsi_detokenizer_create(const dsi_tokenizer *tok, dsi_detokenizer **out) {
+extern "C" dsi_status dsi_detokenizer_create(const dsi_tokenizer *tok, unsigned flags, dsi_detokenizer **out) {
     return dsi::guard([&] {
-        require(out != nullptr, "dsi_detokenizer_create", "out is NULL");
+        const char *fn = "dsi_detokenizer_create";
+        require(out != nullptr, fn, "out is NULL");
         *out = nullptr;
-        tokenizer_of(tok, "dsi_detokenizer_create");
-        *out = new dsi_detokenizer{dsi::Detokenizer(tok->impl)};
+        tokenizer_of(tok, fn);
+        require_flags(flags, DSI_DETOKENIZE_SKIP_SPECIAL, fn);
+        *out = new dsi_detokenizer{dsi::Detokenizer(tok->impl, (flags & DSI_DETOKENIZE_SKIP_SPECIAL) != 0)};
     });
 }
 

@@ -13,7 +13,8 @@ namespace dsi {
 
 class Detokenizer {
 public:
-    explicit Detokenizer(std::shared_ptr<const Tokenizer> tokenizer);
+    // skip_special: added tokens marked special produce no text.
+    explicit Detokenizer(std::shared_ptr<const Tokenizer> tokenizer, bool skip_special = false);
 
     // The text completed by `id`, valid until the next call. An id outside the vocabulary
     // throws DSI_ERR_INVALID_TOKEN and leaves the stream as it was.
@@ -23,7 +24,8 @@ public:
     std::string_view flush();
 
 private:
-    std::shared_ptr<const Tokenizer> tokenizer_;
+    std::shared_ptr<const Tokenizer> tokenizer_;  // shared: the handle may be freed first
+    bool skip_special_;
     std::string pending_;  // bytes received but not yet returned
     std::string text_;     // what the last call returned
 };

@@ -12,8 +12,9 @@
 //
 // Supported: normalizer null or an empty Sequence; pre-tokenizers Sequence, Split, Digits,
 // ByteLevel (last); BPE with vocab, merges, unk_token, fuse_unk, byte_fallback, ignore_merges;
-// the ByteLevel decoder. Anything else is refused with DSI_ERR_FORMAT. The post_processor,
-// truncation and padding are ignored: with add_special_tokens=False they change no ids.
+// the ByteLevel decoder. Anything else is refused with DSI_ERR_FORMAT. Of the post_processor
+// only the ids a TemplateProcessing "single" template puts around the text are kept, for
+// add_special (add_special_tokens=True); truncation and padding are ignored.
 #include "text/tokenizer.h"
 
 #include "common/error.h"
@@ -552,6 +553,10 @@ struct Tokenizer::Impl {
     // `tokenizers` tests single_word/lstrip/rstrip with Rust regex's \w and \s.
     std::unique_ptr<Regex> word_char, space_char;
 
+    // add_special: the ids the post_processor's template puts before and after the text.
+    std::vector<int32_t> prefix_ids, suffix_ids;
+    std::string unsupported_post_processor;  // a type whose ids are not known; "" if none
+
     // Decoding: the bytes of every id, concatenated
     std::string decoded;
     std::vector<uint32_t> decoded_at;  // n_vocab + 1 offsets
@@ -569,6 +574,8 @@ struct Tokenizer::Impl {
     void load_vocab(const json &v);
     void load_merges(const json &m);
     void load_added_tokens(const json &list);
+    void load_post_processor(const json &j, const std::string &where);
+    void load_tokenizer_config(const std::string &text, const std::string &path);
     void build_decoder_table();
 
     void split_added(std::string_view text, EncodeState &st) const;
@@ -833,7 +840,50 @@ void Tokenizer::Impl::load(const json &root) {
     load_pre_tokenizer(root.value("pre_tokenizer", json()), "pre_tokenizer");
     load_decoder(root.value("decoder", json()));
     load_added_tokens(root.value("added_tokens", json()));
+    load_post_processor(root.value("post_processor", json()), "post_processor");
     build_decoder_table();
+}
+
+// TemplateProcessing's "single" template: SpecialToken items (their ids from
+// "special_tokens") around one Sequence item, the text. Processors that change no ids
+// (ByteLevel) are skipped; any other type is remembered so that add_special can refuse it.
+void Tokenizer::Impl::load_post_processor(const json &j, const std::string &where) {
+    if (j.is_null()) return;
+    const std::string type = type_of(j, where, origin);
+    if (type == "Sequence") {
+        const json &list = j.value("processors", json());
+        if (!list.is_array()) bad("%s.processors must be an array", where);
+        for (size_t i = 0; i < list.size(); ++i)
+            load_post_processor(list[i], where + ".processors[" + std::to_string(i) + "]");
+        return;
+    }
+    if (type == "ByteLevel") return;
+    if (type != "TemplateProcessing") {
+        unsupported_post_processor = type;
+        return;
+    }
+    const json &single = j.value("single", json());
+    const json &specials = j.value("special_tokens", json::object());
+    if (!single.is_array() || !specials.is_object()) bad("%s needs a \"single\" array and \"special_tokens\"", where);
+    bool text_seen = false;
+    for (const json &item : single) {
+        if (item.contains("Sequence")) {
+            text_seen = true;
+            continue;
+        }
+        const json &special = item.value("SpecialToken", json());
+        if (!special.is_object() || !special.contains("id") || !special["id"].is_string())
+            bad("%s.single has an item that is neither Sequence nor SpecialToken", where);
+        const std::string name = special["id"].get<std::string>();
+        const json &entry = specials.value(name, json());
+        if (!entry.is_object() || !entry.contains("ids") || !entry["ids"].is_array())
+            bad("%s.special_tokens has no ids for '%s'", where, name);
+        for (const json &id : entry["ids"]) {
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+                bad("%s.special_tokens['%s'] has an invalid id", where, name);
+            (text_seen ? suffix_ids : prefix_ids).push_back(static_cast<int32_t>(id.get<int64_t>()));
+        }
+    }
 }
 
 // ---- encoding ---------------------------------------------------------------------
@@ -1057,19 +1107,62 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(const std::string &text, const s
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::load_file(const std::string &path) {
-    return load_json(read_text_file(path, "tokenizer file"), path);
+    std::unique_ptr<Tokenizer> tok = load_json(read_text_file(path, "tokenizer file"), path);
+    const size_t slash = path.find_last_of('/');
+    const std::string config = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
+                               "tokenizer_config.json";
+    if (is_regular_file(config)) tok->impl_->load_tokenizer_config(read_text_file(config, "tokenizer config"), config);
+    return tok;
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {
+// transformers' Llama-style fast tokenizers (DeepSeek's among them) rebuild the
+// post_processor from tokenizer_config.json's add_bos_token / add_eos_token: when either
+// key is present, BOS and/or EOS are what add_special puts around the text.
+void Tokenizer::Impl::load_tokenizer_config(const std::string &text, const std::string &path) {
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::parse_error &e) {
+        fail(DSI_ERR_FORMAT, "%s: not valid JSON: %s", path.c_str(), e.what());
+    }
+    if (!j.is_object() || (!j.contains("add_bos_token") && !j.contains("add_eos_token"))) return;
+    const auto id_of = [&](const char *key) {
+        const json &v = j.value(key, json());
+        const json &content = v.is_object() ? v.value("content", json()) : v;
+        if (!content.is_string()) fail(DSI_ERR_FORMAT, "%s: %s is not a token text", path.c_str(), key);
+        auto it = added_ids.find(content.get<std::string>());
+        if (it == added_ids.end())
+            fail(DSI_ERR_FORMAT, "%s: %s '%s' is not an added token", path.c_str(), key,
+                 content.get<std::string>().c_str());
+        return it->second;
+    };
+    const auto enabled = [&](const char *key) {
+        const json &v = j.value(key, json());
+        if (!v.is_null() && !v.is_boolean()) fail(DSI_ERR_FORMAT, "%s: %s must be true or false", path.c_str(), key);
+        return v.is_boolean() && v.get<bool>();
+    };
+    prefix_ids.clear();
+    suffix_ids.clear();
+    unsupported_post_processor.clear();
+    if (enabled("add_bos_token")) prefix_ids.push_back(id_of("bos_token"));
+    if (enabled("add_eos_token")) suffix_ids.push_back(id_of("eos_token"));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special, bool add_special) const {
+    if (add_special && !impl_->unsupported_post_processor.empty())
+        fail(DSI_ERR_UNSUPPORTED, "add_special: the tokenizer's post_processor type %s is not supported",
+             impl_->unsupported_post_processor.c_str());
     size_t bad = utf8::find_invalid(text);
     if (bad != std::string_view::npos)
         fail(DSI_ERR_PARSE, "text to encode is not valid UTF-8: bad byte 0x%02X at byte offset %zu",
              static_cast<unsigned char>(text[bad]), bad);
     std::vector<int32_t> out;
     out.reserve(text.size() / 3 + 1);
+    if (add_special) out = impl_->prefix_ids;
     EncodeState st(impl_->steps.size(), out);
     if (parse_special) impl_->split_added(text, st);
     else if (!text.empty()) impl_->pre_tokenize(0, text, st);
+    if (add_special) out.insert(out.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
     return out;
 }
 
@@ -1080,11 +1173,12 @@ std::string_view Tokenizer::token_bytes(int32_t id) const {
     return std::string_view(impl_->decoded).substr(b, e - b);
 }
 
-std::string Tokenizer::decode(const int32_t *ids, size_t n) const {
+std::string Tokenizer::decode(const int32_t *ids, size_t n, bool skip_special) const {
     std::string bytes;
     for (size_t i = 0; i < n; ++i) {
         if (ids[i] < 0 || ids[i] >= impl_->n_vocab)
             fail(DSI_ERR_INVALID_TOKEN, "token id %d at position %zu is outside [0, %d)", ids[i], i, impl_->n_vocab);
+        if (skip_special && kind(ids[i]) == TokenKind::Special) continue;
         bytes += token_bytes(ids[i]);
     }
     if (utf8::find_invalid(bytes) == std::string_view::npos) return bytes;
@@ -1094,6 +1188,13 @@ std::string Tokenizer::decode(const int32_t *ids, size_t n) const {
 }
 
 int32_t Tokenizer::n_vocab() const { return impl_->n_vocab; }
+
+TokenKind Tokenizer::kind(int32_t id) const {
+    if (id < 0 || id >= impl_->n_vocab) return TokenKind::None;
+    auto added = impl_->added_by_id.find(id);
+    if (added != impl_->added_by_id.end()) return added->second.special ? TokenKind::Special : TokenKind::Added;
+    return impl_->decoded_at[id] == impl_->decoded_at[id + 1] ? TokenKind::None : TokenKind::Normal;
+}
 
 int32_t Tokenizer::token_id(std::string_view text) const {
     auto added = impl_->added_ids.find(std::string(text));

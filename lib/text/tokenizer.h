@@ -14,10 +14,15 @@
 
 namespace dsi {
 
+// What an id is: no token (a gap in the ids), a vocabulary entry, or an added token
+// marked special (control) or not.
+enum class TokenKind { None, Normal, Special, Added };
+
 class Tokenizer {
 public:
     // Both throw dsi::Error: DSI_ERR_IO (file), DSI_ERR_FORMAT (malformed or unsupported
-    // content; the message starts with `origin` and names the offending field).
+    // content; the message starts with `origin` and names the offending field). load_file
+    // also reads a tokenizer_config.json next to the file for add_special (BOS/EOS).
     static std::unique_ptr<Tokenizer> load_file(const std::string &path);
     static std::unique_ptr<Tokenizer> load_json(const std::string &text, const std::string &origin);
 
@@ -26,13 +31,18 @@ public:
     Tokenizer &operator=(const Tokenizer &) = delete;
 
     // With parse_special, added tokens written in the text become their ids (HF's default);
-    // without, the whole text goes through the BPE model as plain text. Invalid UTF-8 throws
-    // DSI_ERR_PARSE naming the byte offset.
-    std::vector<int32_t> encode(std::string_view text, bool parse_special) const;
+    // without, the whole text goes through the BPE model as plain text. add_special puts the
+    // post_processor template's ids around the text (HF's add_special_tokens=True); a
+    // post_processor type whose ids are unknown throws DSI_ERR_UNSUPPORTED. Invalid UTF-8
+    // throws DSI_ERR_PARSE naming the byte offset.
+    std::vector<int32_t> encode(std::string_view text, bool parse_special, bool add_special = false) const;
 
-    // HF decode with skip_special_tokens=False; bytes that are not UTF-8 become U+FFFD.
+    // HF decode (skip_special_tokens as given); bytes that are not UTF-8 become U+FFFD.
     // An id outside [0, n_vocab()) throws DSI_ERR_INVALID_TOKEN.
-    std::string decode(const int32_t *ids, size_t n) const;
+    std::string decode(const int32_t *ids, size_t n, bool skip_special = false) const;
+
+    // TokenKind::None for an id outside [0, n_vocab()) or one no token has.
+    TokenKind kind(int32_t id) const;
 
     // The raw bytes token `id` decodes to, before UTF-8 repair (a byte-level token may hold
     // part of a character). Empty for an id no token has; throws like decode() when out of range.

@@ -21,17 +21,51 @@ FlagSet::FlagSet(std::string command, std::string synopsis, std::string descript
 
 void FlagSet::value(const char *name, const char *metavar, std::string help,
                     std::function<void(const std::string &)> set) {
-    entries_.push_back({name, metavar, std::move(help), std::move(set)});
+    entries_.push_back({name, metavar, std::move(help), std::move(set), ""});
 }
 
 void FlagSet::flag(const char *name, std::string help, std::function<void()> set) {
-    entries_.push_back({name, "", std::move(help), [set = std::move(set)](const std::string &) { set(); }});
+    entries_.push_back({name, "", std::move(help), [set = std::move(set)](const std::string &) { set(); }, ""});
+}
+
+void FlagSet::alias(const char *short_name, const char *name) {
+    for (Entry &e : entries_)
+        if (e.name == name) e.short_name = short_name;
 }
 
 const FlagSet::Entry *FlagSet::find(const std::string &name) const {
     for (const Entry &e : entries_)
-        if (e.name == name) return &e;
+        if (e.name == name || (!e.short_name.empty() && e.short_name == name)) return &e;
     return nullptr;
+}
+
+std::string closest(const std::string &word, const std::vector<std::string> &candidates) {
+    std::string best;
+    size_t best_distance = SIZE_MAX;
+    for (const std::string &c : candidates) {
+        // Levenshtein distance, one row at a time.
+        std::vector<size_t> row(c.size() + 1);
+        for (size_t j = 0; j <= c.size(); ++j) row[j] = j;
+        for (size_t i = 1; i <= word.size(); ++i) {
+            size_t diagonal = row[0];
+            row[0] = i;
+            for (size_t j = 1; j <= c.size(); ++j) {
+                const size_t up = row[j];
+                row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] == c[j - 1] ? 0 : 1)});
+                diagonal = up;
+            }
+        }
+        if (row[c.size()] < best_distance) {
+            best_distance = row[c.size()];
+            best = c;
+        }
+    }
+    return best_distance <= 2 && 2 * best_distance < word.size() ? best : std::string();
+}
+
+std::string did_you_mean(const std::string &word, const std::vector<std::string> &candidates) {
+    const std::string best = closest(word, candidates);
+    return best.empty() ? std::string() : " (did you mean '" + best + "'?)";
 }
 
 // Returns false when --help was handled, so that the command exits 0 without running.
@@ -42,11 +76,17 @@ bool FlagSet::parse(const std::vector<std::string> &args) {
             print_help(stdout);
             return false;
         }
-        if (arg.compare(0, 2, "--") != 0) throw UsageError("unexpected argument '" + arg + "'");
-        const size_t eq = arg.find('=');
-        const std::string name = arg.substr(0, eq);
-        const Entry *e = find(name);
-        if (!e) throw UsageError("unknown flag '" + name + "'");
+        const bool short_flag = arg.size() == 2 && arg[0] == '-' && arg[1] != '-';
+        if (arg.compare(0, 2, "--") != 0 && !short_flag) throw UsageError("unexpected argument '" + arg + "'");
+        const size_t eq = short_flag ? std::string::npos : arg.find('=');
+        const std::string given = arg.substr(0, eq);
+        const Entry *e = find(given);
+        if (!e) {
+            std::vector<std::string> names;
+            for (const Entry &entry : entries_) names.push_back(entry.name);
+            throw UsageError("unknown flag '" + given + "'" + did_you_mean(given, names));
+        }
+        const std::string &name = e->name;
         if (seen(name)) throw UsageError(name + " is given twice");
         std::string val;
         if (e->metavar.empty()) {
@@ -76,7 +116,8 @@ void FlagSet::print_help(std::FILE *out) const {
                  description_.c_str());
     const int width = 26;
     for (const Entry &e : entries_) {
-        const std::string left = e.metavar.empty() ? e.name : e.name + " " + e.metavar;
+        const std::string names = e.short_name.empty() ? e.name : e.short_name + ", " + e.name;
+        const std::string left = e.metavar.empty() ? names : names + " " + e.metavar;
         if (static_cast<int>(left.size()) + 2 < width)
             std::fprintf(out, "  %-*s%s\n", width - 2, left.c_str(), e.help.c_str());
         else

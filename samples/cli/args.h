@@ -42,6 +42,8 @@ public:
                std::function<void(const std::string &)> set);
     // A flag without a value.
     void flag(const char *name, std::string help, std::function<void()> set);
+    // A one-letter spelling of a flag already added ("-m" for "--model"), as llama.cpp has.
+    void alias(const char *short_name, const char *name);
 
     // Parses args. On "--help" prints the help to stdout and returns false: the command
     // then exits 0 without running.
@@ -57,6 +59,7 @@ private:
     struct Entry {
         std::string name, metavar, help;
         std::function<void(const std::string &)> set;  // gets "" for value-less flags
+        std::string short_name;                        // "" or e.g. "-m"
     };
     const Entry *find(const std::string &name) const;
 
@@ -64,6 +67,13 @@ private:
     std::vector<Entry> entries_;
     std::vector<std::string> seen_;
 };
+
+// The candidate closest to `word` by edit distance when it is a plausible misspelling
+// (at most 2 edits, fewer than half its length), else "".
+std::string closest(const std::string &word, const std::vector<std::string> &candidates);
+
+// " (did you mean 'X'?)" for the closest candidate, or "".
+std::string did_you_mean(const std::string &word, const std::vector<std::string> &candidates);
 
 // Strict number parsing: the whole text must be the number, in [min, max]; the
 // UsageError names the flag and the text.

@@ -5,7 +5,16 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstdint>
+#include <cstdlib>
+#include <unistd.h>
+
+#if DSINFER_CLI_READLINE
+#include <readline/history.h>
+#include <readline/readline.h>
+#endif
 
 namespace cli {
 namespace {
@@ -20,6 +29,7 @@ struct Options {
     int32_t max_tokens = 2048;
     int32_t n_ctx = 0;
     bool thinking = false;
+    std::string system;
 };
 
 constexpr int64_t kDefaultContext = 8192;
@@ -27,23 +37,69 @@ constexpr int64_t kDefaultContext = 8192;
 FlagSet flags(Options &o) {
     FlagSet f("chat", "--model DIR [options]",
               "Chats on stdin/stdout: each line read is a user message; the reply streams to\n"
-              "stdout, its reasoning to stderr. An empty line is skipped; end with EOF or /exit.");
+              "stdout, its reasoning to stderr. An empty line is skipped. Commands: /clear\n"
+              "starts a new conversation, /exit (or EOF) ends. Ctrl-C stops a reply and returns\n"
+              "to the prompt; Ctrl-C at the prompt exits. On a terminal, lines can be edited and\n"
+              "recalled with the arrow keys (GNU readline).");
     add_model_flag(f, o.model);
+    f.value("--system", "TEXT", "a system message that starts every conversation",
+            [&o](const std::string &v) { o.system = v; });
     f.flag("--thinking", "thinking mode: the model reasons before it answers", [&o] { o.thinking = true; });
     f.value("--max-tokens", "N", "at most N tokens per reply (default 2048)", [&o](const std::string &v) {
         o.max_tokens = static_cast<int32_t>(parse_int("--max-tokens", v, 1, INT32_MAX));
     });
-    f.value("--n-ctx", "N", "context size in tokens (default: the model's, at most 8192)",
+    f.alias("-n", "--max-tokens");
+    f.value("--n-ctx", "N", "context size in tokens (default: 8192 or --max-tokens if larger, at most the model's)",
             [&o](const std::string &v) { o.n_ctx = static_cast<int32_t>(parse_int("--n-ctx", v, 1, INT32_MAX)); });
+    f.alias("-c", "--n-ctx");
     add_sampling_flags(f, o.sampling);
     add_runtime_flags(f, o.model, true);
     return f;
 }
 
-// One line of stdin without its line ending; false at EOF with nothing read.
+// Ctrl-C: during a reply it asks the reply to stop (the abort callback also stops a
+// prompt being evaluated); at the prompt, or a second time before the reply stopped,
+// it ends the program as SIGINT normally does.
+std::atomic<bool> g_replying{false};
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+    if (g_replying.load() && !g_stop.load()) {
+        g_stop.store(true);
+        return;
+    }
+    const char newline = '\n';
+    (void)!write(STDERR_FILENO, &newline, 1);
+    std::_Exit(130);
+}
+
+int stop_requested(void *) { return g_stop.load() ? 1 : 0; }
+
+void install_sigint() {
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+#if DSINFER_CLI_READLINE
+    rl_catch_signals = 0;  // the handler above, not readline's, sees Ctrl-C
+#endif
+}
+
+// One line without its line ending; false at EOF with nothing read. On a terminal with
+// readline: line editing, and history recalled with the arrow keys.
 bool read_line(std::string &line) {
-    if (is_tty(stdin)) write_out(stderr, "> ");
     line.clear();
+#if DSINFER_CLI_READLINE
+    if (is_tty(stdin)) {
+        char *text = readline("> ");
+        if (!text) return false;
+        line = text;
+        std::free(text);
+        if (!line.empty()) add_history(line.c_str());
+        return true;
+    }
+#endif
+    if (is_tty(stdin)) write_out(stderr, "> ");
     int c;
     while ((c = std::getc(stdin)) != EOF && c != '\n') line += static_cast<char>(c);
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -189,23 +245,38 @@ Json reply(Model &model, Sampler &sampler, unsigned flags, int32_t max_tokens) {
     TextStream text(model.tokenizer());
     ChatParser parser(flags);
     Display display;
-    const int32_t eos = dsi_session_eos_token(model.session());
+    std::string reply_text;
     for (int32_t i = 0; i < max_tokens; ++i) {
+        if (g_stop.load()) break;
         if (dsi_context_length(ctx) >= dsi_context_n_ctx(ctx)) {
             write_out(stderr, "\ndsinfer: the context is full; the reply is cut short\n");
             break;
         }
         const int32_t token = sampler.sample(ctx);
-        model.decode(token);
-        if (token == eos) break;
+        try {
+            model.decode(token);
+        } catch (const LibraryError &e) {
+            if (e.status != DSI_ERR_CANCELLED) throw;
+            continue;  // Ctrl-C during the step: the loop ends at its check above
+        }
+        if (dsi_session_token_attr(model.session(), token) & DSI_TOKEN_ATTR_EOG) break;
         const std::string piece = text.push(token);
+        reply_text += piece;
         if (!piece.empty()) display.show(parser.push(piece));
     }
     const std::string rest = text.flush();
+    reply_text += rest;
     if (!rest.empty()) display.show(parser.push(rest));
     Json result;
-    display.show(parser.finish(&result));
+    try {
+        display.show(parser.finish(&result));
+    } catch (const LibraryError &) {
+        if (!g_stop.load()) throw;
+        // A reply stopped inside a tool call does not parse; it is kept as plain text.
+        result = Json{{"content", reply_text}};
+    }
     display.finish();
+    if (g_stop.load()) write_out(stderr, "[stopped]\n");
     return result;
 }
 
@@ -226,18 +297,43 @@ int run_chat(const Args &args) {
     Model model(o.model);
     model.tokenizer();  // fail before the first prompt when there is none
     const int64_t trained = dsi_session_n_ctx_train(model.session());
-    model.create_context(o.n_ctx ? o.n_ctx : std::min(trained > 0 ? trained : kDefaultContext, kDefaultContext));
+    // A reply longer than the default context raises it, up to the model's maximum.
+    const int64_t wanted = std::max<int64_t>(kDefaultContext, o.max_tokens);
+    model.create_context(o.n_ctx ? o.n_ctx : std::min(trained > 0 ? trained : wanted, wanted));
     Sampler sampler(o.sampling);
     const unsigned flags = o.thinking ? DSI_CHAT_THINKING : 0u;
 
-    Json messages = Json::array();
+    check(dsi_context_set_abort_callback(model.context(), stop_requested, nullptr));
+    install_sigint();
+
+    const auto start = [&o] {
+        Json m = Json::array();
+        if (!o.system.empty()) m.push_back(message("system", o.system));
+        return m;
+    };
+    Json messages = start();
     std::string line;
     while (read_line(line) && line != "/exit") {
         if (line.empty()) continue;
+        if (line == "/clear") {
+            messages = start();
+            write_out(stderr, "[new conversation]\n");
+            continue;
+        }
         messages.push_back(message("user", line));
         const std::string prompt = render_chat(dump(Json{{"messages", messages}}), flags);
-        feed_prompt(model, tokenize(model.tokenizer(), prompt, true));
-        messages.push_back(assistant_message(reply(model, sampler, flags, o.max_tokens)));
+        g_stop.store(false);
+        g_replying.store(true);
+        try {
+            feed_prompt(model, tokenize(model.tokenizer(), prompt, true));
+            messages.push_back(assistant_message(reply(model, sampler, flags, o.max_tokens)));
+        } catch (const LibraryError &e) {
+            if (e.status != DSI_ERR_CANCELLED) throw;
+            // Ctrl-C while the prompt was evaluated: the context is as it was, the turn is dropped.
+            messages.erase(messages.size() - 1);
+            write_out(stderr, "\n[stopped]\n");
+        }
+        g_replying.store(false);
     }
     if (o.model.stats) model.stats.print();
     return 0;

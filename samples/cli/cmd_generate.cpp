@@ -2,6 +2,7 @@
 #include "commands.h"
 #include "engine.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
@@ -16,27 +17,36 @@ struct Options {
     int32_t n_ctx = 0;
     bool stop_at_eos = false;
     bool raw_prompt = false;
+    bool ignore_eos = false;
+    bool no_echo = false;
 };
 
 FlagSet flags(Options &o) {
-    FlagSet f("generate", "--model DIR (--ids IDS | --prompt TEXT) [options]",
+    FlagSet f("generate", "--model DIR (--ids IDS | --prompt TEXT | --file FILE) [options]",
               "Continues a prompt. With --ids, prints the generated token ids on one line of\n"
-              "stdout. With --prompt, streams the decoded text to stdout and stops at the\n"
-              "model's end-of-sequence token.");
+              "stdout. With a text prompt, prints the prompt, then streams the decoded text to\n"
+              "stdout, stops at the model's end-of-generation token and ends with a newline.");
     add_model_flag(f, o.model);
     f.value("--ids", "IDS", "prompt token ids, separated by commas and/or spaces",
             [&o](const std::string &v) { o.ids = v; });
     f.value("--prompt", "TEXT", "prompt text; special tokens written in it are recognised",
             [&o](const std::string &v) { o.prompt = v; });
+    f.alias("-p", "--prompt");
+    f.value("--file", "FILE", "read the prompt text from FILE", [&o](const std::string &v) { o.prompt = read_file(v); });
+    f.alias("-f", "--file");
+    f.flag("--no-echo", "with a text prompt: do not print the prompt first", [&o] { o.no_echo = true; });
     f.flag("--raw-prompt", "with --prompt: do not prepend the model's BOS token", [&o] { o.raw_prompt = true; });
     f.value("--max-tokens", "N", "generate at most N tokens (default 128)", [&o](const std::string &v) {
         o.max_tokens = static_cast<int32_t>(parse_int("--max-tokens", v, 0, INT32_MAX));
     });
-    f.value("--n-ctx", "N", "context size in tokens (default: prompt + max-tokens)", [&o](const std::string &v) {
-        o.n_ctx = static_cast<int32_t>(parse_int("--n-ctx", v, 1, INT32_MAX));
-    });
+    f.alias("-n", "--max-tokens");
+    f.value("--n-ctx", "N", "context size in tokens (default: prompt + max-tokens, at most the model's)",
+            [&o](const std::string &v) { o.n_ctx = static_cast<int32_t>(parse_int("--n-ctx", v, 1, INT32_MAX)); });
+    f.alias("-c", "--n-ctx");
     f.flag("--stop-at-eos", "with --ids: stop after the model's end-of-sequence token",
            [&o] { o.stop_at_eos = true; });
+    f.flag("--ignore-eos", "never sample an end-of-generation token (a logit bias of -inf)",
+           [&o] { o.ignore_eos = true; });
     add_sampling_flags(f, o.sampling);
     add_runtime_flags(f, o.model, true);
     return f;
@@ -65,9 +75,9 @@ public:
         }
     }
 
-    // Ids end with a newline; text only on a terminal, so that piped text stays exact.
+    // The output ends with a newline, ids and text alike.
     void finish() {
-        if (text_) write_out(stdout, text_->flush() + (is_tty(stdout) ? "\n" : ""));
+        if (text_) write_out(stdout, text_->flush() + "\n");
         else write_out(stdout, "\n");
     }
 
@@ -88,24 +98,35 @@ int run_generate(const Args &args) {
     FlagSet f = flags(o);
     if (!f.parse(args)) return 0;
     f.require("--model");
-    if (f.seen("--ids") == f.seen("--prompt")) throw UsageError("give exactly one of --ids and --prompt");
-    if (o.raw_prompt && !f.seen("--prompt")) throw UsageError("--raw-prompt needs --prompt");
+    const bool text = f.seen("--prompt") || f.seen("--file");
+    if (f.seen("--prompt") && f.seen("--file")) throw UsageError("give one of --prompt and --file");
+    if (f.seen("--ids") == text) throw UsageError("give exactly one of --ids and --prompt (or --file)");
+    if (o.raw_prompt && !text) throw UsageError("--raw-prompt needs --prompt or --file");
+    if (o.no_echo && !text) throw UsageError("--no-echo needs --prompt or --file");
+    if (o.ignore_eos && o.stop_at_eos) throw UsageError("--ignore-eos and --stop-at-eos exclude each other");
     check_sampling_flags(f);
-    const bool text = f.seen("--prompt");
     const std::vector<int32_t> given = text ? std::vector<int32_t>() : parse_ids("--ids", o.ids);
 
     Model model(o.model);
     const std::vector<int32_t> prompt = text ? prompt_ids(model, o) : given;
-    model.create_context(o.n_ctx ? o.n_ctx : static_cast<int64_t>(prompt.size()) + o.max_tokens);
+    // Room for the prompt and every token asked for, up to the model's maximum.
+    const int64_t wanted = static_cast<int64_t>(prompt.size()) + o.max_tokens;
+    const int64_t trained = dsi_session_n_ctx_train(model.session());
+    model.create_context(o.n_ctx ? o.n_ctx : std::min(wanted, trained));
     Sampler sampler(o.sampling);
+    if (o.ignore_eos) sampler.ban(eog_tokens(model.session()));
     Output output(model, text);
-    const int32_t eos = dsi_session_eos_token(model.session());
-    const bool stop_at_eos = text || o.stop_at_eos;
+    const bool stop_at_eos = (text && !o.ignore_eos) || o.stop_at_eos;
+    if (text && !o.no_echo) write_out(stdout, o.prompt);
 
     model.prefill(prompt, DSI_EVAL_LOGITS_LAST);
     for (int32_t i = 0; i < o.max_tokens; ++i) {
+        if (dsi_context_length(model.context()) >= dsi_context_n_ctx(model.context())) {
+            write_out(stderr, "dsinfer: the context is full (--n-ctx); the output is cut short\n");
+            break;
+        }
         const int32_t token = sampler.sample(model.context());
-        const bool end = stop_at_eos && token == eos;
+        const bool end = stop_at_eos && (dsi_session_token_attr(model.session(), token) & DSI_TOKEN_ATTR_EOG);
         if (!(end && text)) output.token(token);  // EOS has no text worth showing
         if (end) break;
         if (i + 1 < o.max_tokens) model.decode(token);  // the last token's logits are never used

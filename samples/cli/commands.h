@@ -25,4 +25,7 @@ void help_render_chat(std::FILE *out);
 int run_chat(const Args &args);
 void help_chat(std::FILE *out);
 
+int run_bench(const Args &args);
+void help_bench(std::FILE *out);
+
 }  // namespace cli

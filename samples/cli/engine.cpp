@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <cfloat>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -73,6 +74,7 @@ private:
 void add_model_flag(FlagSet &f, ModelOptions &o) {
     f.value("--model", "DIR", "checkpoint directory (config.json, safetensors, tokenizer.json)",
             [&o](const std::string &v) { o.model_dir = v; });
+    f.alias("-m", "--model");
 }
 
 void add_runtime_flags(FlagSet &f, ModelOptions &o, bool with_tokenizer) {
@@ -86,6 +88,7 @@ void add_runtime_flags(FlagSet &f, ModelOptions &o, bool with_tokenizer) {
     f.value("--threads", "N", "CPU threads, 0 = all hardware threads (default 0)", [&o](const std::string &v) {
         o.threads = static_cast<int32_t>(parse_int("--threads", v, 0, 65536));
     });
+    f.alias("-t", "--threads");
     f.flag("--stats", "print load time, prefill and decode speed and peak memory to stderr",
            [&o] { o.stats = true; });
     f.flag("--verbose", "print the library's log messages to stderr", [&o] { o.verbose = true; });
@@ -105,6 +108,7 @@ void add_sampling_flags(FlagSet &f, dsi_sampler_params &p) {
             [&p](const std::string &v) { p.min_p = static_cast<float>(parse_double("--min-p", v, 0.0, 1.0)); });
     f.value("--seed", "S", "random seed, an unsigned 64-bit integer (default " + std::to_string(d.seed) + ")",
             [&p](const std::string &v) { p.seed = parse_u64("--seed", v); });
+    f.alias("-s", "--seed");
     f.value("--repeat-penalty", "R",
             "divide positive (multiply negative) logits of recent tokens by R > 0, 1 = off (default " +
                 number(d.repeat_penalty) + ")",
@@ -205,7 +209,19 @@ int32_t Sampler::sample(dsi_context *ctx) {
     return token;
 }
 
-TextStream::TextStream(const dsi_tokenizer *tok) { check(dsi_detokenizer_create(tok, &detok_)); }
+void Sampler::ban(const std::vector<int32_t> &ids) {
+    std::vector<dsi_logit_bias> bias;
+    for (int32_t id : ids) bias.push_back({id, -INFINITY});
+    check(dsi_sampler_set_logit_bias(sampler_, bias.data(), bias.size()));
+}
+
+std::vector<int32_t> eog_tokens(const dsi_session *session) {
+    std::vector<int32_t> ids(static_cast<size_t>(dsi_session_eog_tokens(session, nullptr, 0)));
+    dsi_session_eog_tokens(session, ids.data(), ids.size());
+    return ids;
+}
+
+TextStream::TextStream(const dsi_tokenizer *tok) { check(dsi_detokenizer_create(tok, 0, &detok_)); }
 TextStream::~TextStream() { dsi_detokenizer_free(detok_); }
 
 std::string TextStream::push(int32_t id) {
@@ -224,10 +240,11 @@ std::string TextStream::flush() {
 
 std::vector<int32_t> tokenize(const dsi_tokenizer *tok, const std::string &text, bool parse_special) {
     size_t n = 0;
-    const dsi_status query = dsi_tokenize(tok, text.data(), text.size(), parse_special, nullptr, 0, &n);
+    const unsigned flags = parse_special ? DSI_TOKENIZE_PARSE_SPECIAL : 0u;
+    const dsi_status query = dsi_tokenize(tok, text.data(), text.size(), flags, nullptr, 0, &n);
     if (query != DSI_ERR_BUFFER_TOO_SMALL) check(query);
     std::vector<int32_t> ids(n);
-    if (n > 0) check(dsi_tokenize(tok, text.data(), text.size(), parse_special, ids.data(), ids.size(), &n));
+    if (n > 0) check(dsi_tokenize(tok, text.data(), text.size(), flags, ids.data(), ids.size(), &n));
     return ids;
 }
 

@@ -81,6 +81,8 @@ public:
     Sampler &operator=(const Sampler &) = delete;
 
     int32_t sample(dsi_context *ctx);
+    // Sets a logit bias of -inf on `ids`: they are never sampled.
+    void ban(const std::vector<int32_t> &ids);
 
 private:
     dsi_sampler *sampler_ = nullptr;
@@ -100,6 +102,9 @@ public:
 private:
     dsi_detokenizer *detok_ = nullptr;
 };
+
+// The session's end-of-generation ids (dsi_session_eog_tokens).
+std::vector<int32_t> eog_tokens(const dsi_session *session);
 
 std::vector<int32_t> tokenize(const dsi_tokenizer *tok, const std::string &text, bool parse_special);
 
