@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "dsinfer.h"
+#include "test_handles.h"
 
 #include <algorithm>
 #include <atomic>
@@ -23,22 +24,8 @@ const std::string kFp8 = std::string(DSI_TEST_DATA_DIR) + "/golden/tiny-fp8";
 
 bool contains(const char *haystack, const char *needle) { return std::strstr(haystack, needle) != nullptr; }
 
-dsi_session *open_cpu(const std::string &dir) {
-    dsi_session_params p = dsi_session_default_params();
-    p.backend = DSI_BACKEND_CPU;
-    p.n_threads = 2;
-    dsi_session *s = nullptr;
-    REQUIRE_MESSAGE(dsi_session_open(dir.c_str(), &p, &s) == DSI_OK, dsi_last_error());
-    return s;
-}
-
-dsi_context *make_ctx(dsi_session *s, int32_t n_ctx) {
-    dsi_context_params p = dsi_context_default_params();
-    p.n_ctx = n_ctx;
-    dsi_context *c = nullptr;
-    REQUIRE_MESSAGE(dsi_context_create(s, &p, &c) == DSI_OK, dsi_last_error());
-    return c;
-}
+dsi_session *open_cpu(const std::string &dir) { return dsi_test::open_cpu(dir, 2); }
+using dsi_test::make_ctx;
 
 std::vector<float> last_logits(dsi_context *c, int32_t n_vocab) {
     const float *l = dsi_context_logits(c, -1);

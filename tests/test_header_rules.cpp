@@ -7,6 +7,7 @@
 #include "checkpoint/safetensors.h"
 #include "common/portable_math.h"
 #include "dsinfer.h"
+#include "test_handles.h"
 
 #include <nlohmann/json.hpp>
 
@@ -33,22 +34,8 @@ const std::string kDemo = std::string(DSI_SOURCE_DIR) + "/models/demo";
 
 bool contains(const std::string &haystack, const char *needle) { return haystack.find(needle) != std::string::npos; }
 
-dsi_session *open_cpu(const std::string &dir) {
-    dsi_session_params p = dsi_session_default_params();
-    p.backend = DSI_BACKEND_CPU;
-    p.n_threads = 1;
-    dsi_session *s = nullptr;
-    REQUIRE_MESSAGE(dsi_session_open(dir.c_str(), &p, &s) == DSI_OK, dsi_last_error());
-    return s;
-}
-
-dsi_context *make_ctx(dsi_session *s, int32_t n_ctx) {
-    dsi_context_params p = dsi_context_default_params();
-    p.n_ctx = n_ctx;
-    dsi_context *c = nullptr;
-    REQUIRE_MESSAGE(dsi_context_create(s, &p, &c) == DSI_OK, dsi_last_error());
-    return c;
-}
+dsi_session *open_cpu(const std::string &dir) { return dsi_test::open_cpu(dir, 1); }
+using dsi_test::make_ctx;
 
 // A scratch directory removed at the end of the test.
 struct TempDir {
