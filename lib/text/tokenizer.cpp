@@ -1092,7 +1092,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(const std::string &text, const s
     json root;
     try {
         root = json::parse(text);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {  // parse_error, or out_of_range for a number overflow
         fail(DSI_ERR_FORMAT, "%s: not valid JSON: %s", origin.c_str(), e.what());
     }
     auto impl = std::make_unique<Impl>();
@@ -1122,7 +1122,7 @@ void Tokenizer::Impl::load_tokenizer_config(const std::string &text, const std::
     json j;
     try {
         j = json::parse(text);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {  // parse_error, or out_of_range for a number overflow
         fail(DSI_ERR_FORMAT, "%s: not valid JSON: %s", path.c_str(), e.what());
     }
     if (!j.is_object() || (!j.contains("add_bos_token") && !j.contains("add_eos_token"))) return;
