@@ -28,6 +28,7 @@ const Command kCommands[] = {
      cli::help_render_chat},
     {"chat", "chat interactively with a model", cli::run_chat, cli::help_chat},
     {"bench", "measure prefill and decode speed", cli::run_bench, cli::help_bench},
+    {"serve", "serve the model over HTTP (OpenAI API, chat page)", cli::run_serve, cli::help_serve},
 };
 
 // The subcommands in a few lines; each one's flags are in "dsinfer COMMAND --help".

@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(cmake g++ make pkg-config git ca-certificates
           doctest-dev libpcre2-dev nlohmann-json3-dev
           libflatbuffers-dev flatbuffers-compiler swig libreadline-dev
+          libcpp-httplib-dev  # dsinfer serve (HTTP)
+          chromium            # the server tests load the chat page headless
           clang libclang-rt-14-dev libomp-14-dev)  # fuzzers (libFuzzer) and ThreadSanitizer
 missing=()
 for p in "${packages[@]}"; do

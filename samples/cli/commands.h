@@ -28,4 +28,7 @@ void help_chat(std::FILE *out);
 int run_bench(const Args &args);
 void help_bench(std::FILE *out);
 
+int run_serve(const Args &args);
+void help_serve(std::FILE *out);
+
 }  // namespace cli
