@@ -49,7 +49,7 @@ FlagSet flags(Options &o) {
             [&o](const std::string &v) {
                 o.server.idle_timeout_s = static_cast<int>(parse_int("--timeout", v, 1, 86400));
             });
-    f.flag("--enable-test-hooks", "accept the test-only request field test_forced_reply (for tests only)",
+    f.flag("--enable-test-hooks", "accept the test-only request fields test_forced_reply and test_delay_ms",
            [&o] { o.server.test_hooks = true; });
     add_runtime_flags(f, o.model, true);
     return f;

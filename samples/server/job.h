@@ -23,8 +23,10 @@ struct GenerationRequest {
     std::vector<std::string> stop;        // generation ends before the first of these
     dsi_sampler_params sampling = dsi_sampler_default_params();
     std::vector<dsi_logit_bias> logit_bias;
-    // Test hook (--enable-test-hooks): these ids replace the sampled ones, then EOS.
+    // Test hooks (--enable-test-hooks): these ids replace the sampled ones, then EOS;
+    // each pass that advances this job sleeps this long (a slow stream to hang up on).
     std::vector<int32_t> forced_reply;
+    int32_t delay_ms = 0;
 };
 
 enum class Finish { None, Stop, Length, Cancelled, Error };

@@ -161,6 +161,11 @@ void parse_generation(const Json &doc, const ModelInfo &model, ParsedRequest &ou
         g.forced_reply = tokenize(model.tokenizer, forced->get<std::string>(), "test_forced_reply");
     }
 
+    if (member(doc, "test_delay_ms")) {
+        if (!model.test_hooks) bad_field("test_delay_ms", "a test hook: start the server with --enable-test-hooks");
+        g.delay_ms = static_cast<int32_t>(integer(doc, "test_delay_ms", 0, 0, 1000));
+    }
+
     // The prompt must leave room for at least one token; max_tokens must fit the rest.
     const int64_t prompt = static_cast<int64_t>(g.prompt.size());
     const int64_t room = model.n_ctx - prompt;

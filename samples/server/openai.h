@@ -38,7 +38,7 @@ struct ModelInfo {
     int32_t bos = -1;             // put before a text prompt of /v1/completions, as
                                   // `dsinfer generate` does; -1: none
     int32_t n_ctx = 0;            // per request: prompt + reply
-    bool test_hooks = false;      // --enable-test-hooks: accept "test_forced_reply"
+    bool test_hooks = false;      // --enable-test-hooks: accept test_forced_reply, test_delay_ms
 };
 
 struct ParsedRequest {

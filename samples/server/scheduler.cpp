@@ -228,7 +228,9 @@ void Scheduler::after_eval(Slot &slot, size_t n_evaluated) {
 void Scheduler::step(std::vector<Slot *> &active) {
     std::vector<dsi_batch_item> items;
     std::vector<size_t> counts;
+    int32_t delay_ms = 0;
     for (Slot *s : active) {
+        delay_ms = std::max(delay_ms, s->job->request.delay_ms);
         const auto &prompt = s->job->request.prompt;
         if (s->prefilling()) {
             const size_t n = std::min(prompt.size() - s->prefilled, static_cast<size_t>(options_.prefill_chunk));
@@ -238,6 +240,7 @@ void Scheduler::step(std::vector<Slot *> &active) {
         }
         counts.push_back(items.back().n_tokens);
     }
+    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     if (dsi_session_eval_batch(session_, items.data(), items.size()) == DSI_OK) {
         metrics_.batch(static_cast<int64_t>(items.size()));
         for (size_t i = 0; i < active.size(); ++i) after_eval(*active[i], counts[i]);
@@ -256,6 +259,7 @@ void Scheduler::step(std::vector<Slot *> &active) {
 
 void Scheduler::run() {
     std::vector<Slot *> active;
+    size_t queued = 0;
     for (;;) {
         {
             std::unique_lock<std::mutex> lock(mu_);
@@ -285,13 +289,15 @@ void Scheduler::run() {
             active.clear();
             for (auto &s : slots_)
                 if (s->job) active.push_back(s.get());
-            metrics_.set_queue(static_cast<int64_t>(queue_.size()), static_cast<int64_t>(active.size()));
+            queued = queue_.size();
         }
         // A job whose client went away leaves before the pass; its tokens stay cached.
         for (Slot *s : active)
             if (s->job->cancelled()) end(*s, Finish::Cancelled, false);
         active.erase(std::remove_if(active.begin(), active.end(), [](Slot *s) { return !s->job; }), active.end());
         if (!active.empty()) step(active);
+        const auto busy_slots = std::count_if(slots_.begin(), slots_.end(), [](const auto &s) { return s->job != nullptr; });
+        metrics_.set_queue(static_cast<int64_t>(queued), static_cast<int64_t>(busy_slots));
     }
     for (auto &s : slots_)
         if (s->job) end(*s, Finish::Cancelled, false);

@@ -176,14 +176,19 @@ public:
 
         // Errors that httplib answers itself (no route, body too large, bad request line)
         // get an OpenAI-style body too; handlers' own error bodies are kept.
-        svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const Request &, Response &res) {
+        svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const Request &req, Response &res) {
             if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
             std::string message = "HTTP " + std::to_string(res.status);
             if (res.status == 404) message = "no such route";
             if (res.status == 405) message = "method not allowed on this route";
-            if (res.status == 413)
-                message = "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes";
-            if (res.status == 400) message = "malformed HTTP request";
+            if (res.status == 413) {
+                // httplib caps form-encoded bodies at its own, smaller limit.
+                const bool form = req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
+                message = form ? "the request body is too large for Content-Type application/x-www-form-urlencoded "
+                                 "(8192 bytes); send application/json"
+                               : "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes";
+            }
+            if (res.status == 400) message = "malformed HTTP request (or a header line over 8192 bytes)";
             send_json(res, res.status, error_body(res.status, message));
             return httplib::Server::HandlerResponse::Handled;
         }));
@@ -306,7 +311,8 @@ int serve(dsi_session *session, const ServerOptions &o) {
     svr.set_payload_max_length(o.max_body_bytes);
     svr.set_read_timeout(o.idle_timeout_s, 0);
     svr.set_write_timeout(o.idle_timeout_s, 0);
-    svr.set_keep_alive_timeout(o.idle_timeout_s);
+    // An idle keep-alive connection holds a thread, and stopping waits for it: at most 5 s.
+    svr.set_keep_alive_timeout(std::min(o.idle_timeout_s, 5));
     Routes routes(session, o, scheduler, metrics);
     routes.install(svr);
 

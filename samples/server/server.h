@@ -19,7 +19,7 @@ struct ServerOptions {
     std::string model_id;               // the name /v1/models lists
     size_t max_body_bytes = 4u << 20;   // larger request bodies get 413
     int idle_timeout_s = 30;            // a connection silent this long is closed
-    bool test_hooks = false;            // accept "test_forced_reply" (tests only)
+    bool test_hooks = false;            // accept the test_* request fields (tests only)
 };
 
 // Serves until SIGINT or SIGTERM; returns the exit status. `session` stays owned by the
