@@ -167,6 +167,27 @@ test("tool call round trip: tool_calls reach the client, the result renders into
   assert.equal(next.usage.completion_tokens, 8);
 });
 
+test("thinking per request: reasoning_content in the message and in stream deltas", async () => {
+  const params = {
+    model: "demo", messages: [{ role: "user", content: "2+2?" }],
+    chat_template_kwargs: { thinking: true }, test_forced_reply: "Adding two and two.</think>It is 4.",
+  };
+  const whole = await client.chat.completions.create(params);
+  assert.equal(whole.choices[0].message.reasoning_content, "Adding two and two.");
+  assert.equal(whole.choices[0].message.content, "It is 4.");
+  assert.ok(whole.test_prompt.endsWith("<｜User｜>2+2?<｜Assistant｜><think>"), whole.test_prompt);
+  let reasoning = "", content = "";
+  for await (const chunk of await client.chat.completions.create({ ...params, stream: true })) {
+    reasoning += chunk.choices[0]?.delta?.reasoning_content ?? "";
+    content += chunk.choices[0]?.delta?.content ?? "";
+  }
+  assert.equal(reasoning, "Adding two and two.");
+  assert.equal(content, "It is 4.");
+  const plain = await client.chat.completions.create({ ...params, chat_template_kwargs: { thinking: false } });
+  assert.ok(plain.test_prompt.endsWith("<｜Assistant｜></think>"));
+  assert.equal(plain.choices[0].message.reasoning_content, undefined);
+});
+
 test("bad input gets OpenAI error objects naming the field", async () => {
   const expectError = async (params, status, param) => {
     await assert.rejects(client.chat.completions.create({ model: "demo", ...params }), (e) => {
