@@ -1,0 +1,170 @@
+"""Emulates, in torch float64, what the CUDA backend's `fast` precision does to the golden
+tiny-fp8 case0 prefill, to test whether FP8 activation quantisation explains its logits
+error (docs/ACCURACY.md).
+
+In that prefill (12 tokens) exactly one GEMM of tiny-fp8 meets the cuBLASLt FP8 shape rule
+(K a multiple of 512, out a multiple of 128; kernels/gemm/fp8_gemm.h): layer 0's dense
+down_proj (K 512, out 256). There `fast` rounds the activations to e4m3 with one
+power-of-two scale per 1x128 block (DeepSeek's act_quant with ue8m0 scales), and cuBLASLt
+may return bf16 that is widened. Everything else in case0 is float32 (the bf16 latent
+cache aside; 12 tokens are fewer than top-k, so the FP8 indexer keys select nothing
+different). This script runs stock transformers (DeepseekV32ForCausalLM, float64) on the
+dequantised checkpoint, then again with that one GEMM's input quantised the same way
+(and, separately, its output rounded to bf16), and prints logits max |diff| against the
+reference and the expert choices that moved. With --dump DIR it also compares against the
+CUDA fast run's layer-0 output and logits, which test_cuda_fast writes there
+(DSI_FAST_DUMP).
+
+    python3 scripts/emulate_fast_fp8.py [--data tests/data] [--dump DIR]
+Needs torch, transformers 5.17, safetensors.
+"""
+
+import argparse
+import json
+import os
+import re
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data"))
+ap.add_argument("--dump", default=None)
+ap.add_argument("--case", default="case0")
+args = ap.parse_args()
+
+ckpt = os.path.join(args.data, "golden", "tiny-fp8")
+golden = load_file(os.path.join(args.data, "golden", "tiny-golden.safetensors"))
+ids = golden[args.case + ".input_ids"].long()[None]
+ref_logits = golden[args.case + ".logits"].double()
+
+with open(os.path.join(ckpt, "config.json")) as f:
+    d = json.load(f)
+d.pop("quantization_config", None)
+d.pop("torch_dtype", None)
+cfg = DeepseekV32Config(**d)
+cfg._attn_implementation = "eager"
+m = DeepseekV32ForCausalLM(cfg).double().eval()
+m.set_experts_implementation("eager")
+
+# The checkpoint, dequantised (w = fp8 * scale per 128x128 block), experts fused into
+# whatever layout the installed transformers uses.
+raw = {}
+for fn in sorted(set(json.load(open(os.path.join(ckpt, "model.safetensors.index.json")))["weight_map"].values())):
+    raw.update(load_file(os.path.join(ckpt, fn)))
+sd = {}
+for n, t in raw.items():
+    if n.endswith("_scale_inv"):
+        continue
+    if t.dtype == torch.float8_e4m3fn:
+        s = raw[n + "_scale_inv"].double()
+        s = s.repeat_interleave(128, 0)[: t.shape[0]].repeat_interleave(128, 1)[:, : t.shape[1]]
+        sd[n] = t.double() * s
+    else:
+        sd[n] = t.double()
+target = m.state_dict()
+groups = {}
+for n in list(sd):
+    g = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$", n)
+    if g:
+        groups.setdefault(g.group(1), {})[(int(g.group(2)), g.group(3))] = sd.pop(n)
+E = cfg.n_routed_experts
+for pre, g in groups.items():
+    gu = torch.stack([torch.cat([g[(e, "gate_proj")], g[(e, "up_proj")]], 0) for e in range(E)])
+    dn = torch.stack([g[(e, "down_proj")] for e in range(E)])
+    if target[pre + ".gate_up_proj"].shape != gu.shape:
+        gu = gu.transpose(1, 2)
+    if target[pre + ".down_proj"].shape != dn.shape:
+        dn = dn.transpose(1, 2)
+    sd[pre + ".gate_up_proj"], sd[pre + ".down_proj"] = gu.contiguous(), dn.contiguous()
+missing, unexpected = m.load_state_dict(sd, strict=False)
+missing = [k for k in missing if "rotary_emb" not in k and "inv_freq" not in k]
+assert not missing and not unexpected, (missing, unexpected)
+
+
+def act_quant(x):
+    """e4m3 per 1x128 block along the last dim, scale amax/448 rounded up to a power of
+    two (kernels/gemm/fp8_gemm.cu's quantize_fp8_kernel)."""
+    shape = x.shape
+    K = shape[-1]
+    xb = x.reshape(-1, K // 128, 128)
+    amax = xb.abs().amax(-1, keepdim=True).clamp_min(1e-4)
+    s = torch.exp2(torch.ceil(torch.log2(amax / 448.0)))
+    q = (xb / s).float().clamp(-448, 448).to(torch.float8_e4m3fn).double() * s
+    return q.reshape(shape)
+
+
+def run(quant_in=False, bf16_out=False):
+    cap = {}
+    hooks = []
+    down = m.model.layers[0].mlp.down_proj
+    if quant_in:
+        hooks.append(down.register_forward_pre_hook(lambda mod, a: (act_quant(a[0]),)))
+    if bf16_out:
+        hooks.append(down.register_forward_hook(lambda mod, a, out: out.float().to(torch.bfloat16).double()))
+    hooks.append(m.model.layers[0].register_forward_hook(
+        lambda mod, a, out: cap.__setitem__("L0", (out[0] if isinstance(out, tuple) else out)[0])))
+    for li, layer in enumerate(m.model.layers):
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is not None and hasattr(gate, "e_score_correction_bias"):
+            hooks.append(gate.register_forward_pre_hook(lambda mod, a, li=li: cap.__setitem__(("gate_in", li), a[0])))
+    try:
+        with torch.no_grad():
+            cap["logits"] = m(input_ids=ids, use_cache=False).logits[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    # Expert choice by DeepSeek's rule (sigmoid + bias, group-limited top-k), recomputed
+    # from the router input so that it does not depend on transformers' return values.
+    experts = {}
+    for li, layer in enumerate(m.model.layers):
+        if ("gate_in", li) not in cap:
+            continue
+        gate = layer.mlp.gate
+        h = cap[("gate_in", li)].reshape(-1, cfg.hidden_size)
+        scores = torch.sigmoid(h @ gate.weight.double().t())
+        b = scores + gate.e_score_correction_bias.double()
+        G = cfg.n_group
+        gs = b.view(-1, G, E // G).topk(2, -1).values.sum(-1)
+        keep = torch.zeros_like(gs).scatter_(1, gs.topk(cfg.topk_group, -1).indices, 1.0)
+        mask = keep[:, :, None].expand(-1, G, E // G).reshape(-1, E).bool()
+        experts[li] = b.masked_fill(~mask, float("-inf")).topk(cfg.num_experts_per_tok, -1).indices.sort(-1).values
+    return cap, experts
+
+
+base, base_e = run()
+print("stock float64 vs reference: logits max|diff| %.3g" % (base["logits"] - ref_logits).abs().max().item())
+for li, e in base_e.items():
+    want = golden[f"{args.case}.L{li}.experts"].long()
+    print("  layer %d experts equal to the reference: %d/%d" % (li, (e == want).all(-1).sum().item(), e.shape[0]))
+
+dump = {}
+if args.dump:
+    for name in ("L0", "logits"):
+        path = os.path.join(args.dump, f"tiny-fp8_{args.case}.{name}.f32")
+        if os.path.exists(path):
+            dump[name] = torch.from_numpy(np.fromfile(path, dtype=np.float32)).double()
+
+for label, kw in (("FP8 input of layer-0 down_proj", dict(quant_in=True)),
+                  ("FP8 input + bf16 output", dict(quant_in=True, bf16_out=True)),
+                  ("bf16 output only", dict(bf16_out=True))):
+    cap, ex = run(**kw)
+    moved = sum((ex[li] != base_e[li]).any(-1).sum().item() for li in ex)
+    total = sum(ex[li].shape[0] for li in ex)
+    l0 = (cap["L0"] - base["L0"]).abs().max().item()
+    rel = ((cap["L0"] - base["L0"]).norm() / base["L0"].norm()).item()
+    print("emulated %-32s layer-0 out max|diff| %.4g (normalised %.3g), experts same %d/%d, logits max|diff| %.4g"
+          % (label, l0, rel, total - moved, total, (cap["logits"] - ref_logits).abs().max().item()))
+    if dump:
+        parts = []
+        if "L0" in dump:
+            parts.append("layer-0 out max|diff| %.3g" % (dump["L0"].view_as(cap["L0"]) - cap["L0"]).abs().max().item())
+        if "logits" in dump:
+            parts.append("logits max|diff| %.3g" % (dump["logits"].view_as(cap["logits"]) - cap["logits"]).abs().max().item())
+        print("    CUDA fast vs this emulation: " + ", ".join(parts))
+if dump:
+    if "L0" in dump:
+        print("CUDA fast vs stock float64: layer-0 out max|diff| %.4g"
+              % (dump["L0"].view_as(base["L0"]) - base["L0"]).abs().max().item())
