@@ -10,7 +10,7 @@ may return bf16 that is widened. Everything else in case0 is float32 (the bf16 l
 cache aside; 12 tokens are fewer than top-k, so the FP8 indexer keys select nothing
 different). This script runs stock transformers (DeepseekV32ForCausalLM, float64) on the
 dequantised checkpoint, then again with that one GEMM's input quantised the same way
-(and, separately, its output rounded to bf16), and prints logits max |diff| against the
+(with and without the bf16 latent cache, and with its output rounded to bf16), and prints logits max |diff| against the
 reference and the expert choices that moved. With --dump DIR it also compares against the
 CUDA fast run's layer-0 output and logits, which test_cuda_fast writes there
 (DSI_FAST_DUMP).
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import torch
@@ -96,10 +97,30 @@ def act_quant(x):
     return q.reshape(shape)
 
 
-def run(quant_in=False, bf16_out=False):
+MOD = sys.modules[DeepseekV32ForCausalLM.__module__]
+ROPE = getattr(MOD, "apply_rotary_pos_emb_interleave", None)
+
+
+def bf16(x):
+    return x.float().to(torch.bfloat16).double()
+
+
+def run(quant_in=False, bf16_out=False, bf16_cache=False):
     cap = {}
     hooks = []
     down = m.model.layers[0].mlp.down_proj
+    if bf16_cache:
+        # fast's latent cache is bf16: the normalised kv latent and the roped k_rope that
+        # every query (its own row included) reads back.
+        assert ROPE is not None, "this transformers has no apply_rotary_pos_emb_interleave"
+        for layer in m.model.layers:
+            hooks.append(layer.self_attn.kv_a_layernorm.register_forward_hook(lambda mod, a, out: bf16(out)))
+
+        def rope_bf16_k(q, k, *a, **kw):
+            qe, ke = ROPE(q, k, *a, **kw)
+            return qe, bf16(ke)
+
+        MOD.apply_rotary_pos_emb_interleave = rope_bf16_k
     if quant_in:
         hooks.append(down.register_forward_pre_hook(lambda mod, a: (act_quant(a[0]),)))
     if bf16_out:
@@ -116,6 +137,8 @@ def run(quant_in=False, bf16_out=False):
     finally:
         for h in hooks:
             h.remove()
+        if ROPE is not None:
+            MOD.apply_rotary_pos_emb_interleave = ROPE
     # Expert choice by DeepSeek's rule (sigmoid + bias, group-limited top-k), recomputed
     # from the router input so that it does not depend on transformers' return values.
     experts = {}
@@ -147,15 +170,16 @@ if args.dump:
         if os.path.exists(path):
             dump[name] = torch.from_numpy(np.fromfile(path, dtype=np.float32)).double()
 
-for label, kw in (("FP8 input of layer-0 down_proj", dict(quant_in=True)),
-                  ("FP8 input + bf16 output", dict(quant_in=True, bf16_out=True)),
-                  ("bf16 output only", dict(bf16_out=True))):
+for label, kw in (("bf16 latent cache only", dict(bf16_cache=True)),
+                  ("FP8 input of layer-0 down_proj", dict(quant_in=True)),
+                  ("bf16 cache + FP8 input", dict(bf16_cache=True, quant_in=True)),
+                  ("bf16 cache + FP8 input + bf16 out", dict(bf16_cache=True, quant_in=True, bf16_out=True))):
     cap, ex = run(**kw)
     moved = sum((ex[li] != base_e[li]).any(-1).sum().item() for li in ex)
     total = sum(ex[li].shape[0] for li in ex)
     l0 = (cap["L0"] - base["L0"]).abs().max().item()
     rel = ((cap["L0"] - base["L0"]).norm() / base["L0"].norm()).item()
-    print("emulated %-32s layer-0 out max|diff| %.4g (normalised %.3g), experts same %d/%d, logits max|diff| %.4g"
+    print("emulated %-34s layer-0 out max|diff| %.4g (normalised %.3g), experts same %d/%d, logits max|diff| %.4g"
           % (label, l0, rel, total - moved, total, (cap["logits"] - ref_logits).abs().max().item()))
     if dump:
         parts = []

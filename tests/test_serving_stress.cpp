@@ -54,13 +54,14 @@ bool env_is(const char *name, const char *value) {
 const bool kCuda = env_is("DSI_TEST_BACKEND", "cuda");
 const bool kFast = kCuda && env_is("DSI_TEST_PRECISION", "fast");
 
-// f32: float32 summation-order differences move this model's logits by ~1e-5 (measured on
-// the H200: docs/ACCURACY.md); 2e-3 is the golden references' float32 tolerance.
+// f32: float32 summation-order differences move this model's logits by ~1e-5 (7.2e-6
+// measured on the H200, docs/ACCURACY.md); 2e-3 is the golden references' float32 tolerance.
 constexpr double kF32Logits = 2e-3;
-// fast: the stated tolerance of the fast precision against f32 on this model
-// (docs/ACCURACY.md); two fast runs whose rows took the FP8 or the float32 GEMM
-// differently differ by as much as fast differs from f32.
-constexpr double kFastLogits = 0.5;
+// fast: a last-bit difference before a bf16 (latent cache) or e4m3 (indexer keys, FP8
+// GEMM activations) rounding becomes one step of that format, so two fast runs are held
+// to fast's own logits tolerance where selections agree (0.25, docs/ACCURACY.md), not to
+// f32's (measured: 8.7e-4).
+constexpr double kFastLogits = 0.25;
 
 enum class Kind { Plain, Batched, Fork, SaveRestore };
 
@@ -314,7 +315,7 @@ TEST_CASE("stress: threads x contexts on one session equal a sequential run") {
     }
     MESSAGE(jobs.size() << " jobs, " << contexts << " contexts compared");
     if (kCuda)
-        MESSAGE("cuda " << (kFast ? "fast" : "f32") << ": final logits max|diff| where ids agree " << worst_logits
+        MESSAGE(std::string(kFast ? "cuda fast" : "cuda f32") << ": final logits max|diff| where ids agree " << worst_logits
                         << ", contexts whose greedy ids parted " << parted
                         << " (widest sequential top-2 gap there " << widest_gap_parted << ")");
     CHECK(failed == 0);
