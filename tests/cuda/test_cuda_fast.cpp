@@ -20,8 +20,9 @@
 //    f32 selection. Once a selection or an expert differs, later layers and the logits
 //    inherit it: those numbers are printed, not held;
 //  - the demo model (real margins), fast against f32 on a fixed text it was not trained
-//    on: mean loss within kDemoLoss nats, logits within kDemoLogits, and next-token argmax
-//    agreeing at >= kDemoTop1 of positions (reasons at the constants).
+//    on: mean loss within kDemoLoss nats, logits within kDemoLogits until a selection
+//    differs, next-token argmax agreeing at >= kDemoTop1 of positions and of the steps of
+//    two long greedy generations (reasons at the constants).
 #include "reference_check.h"
 
 #include <nlohmann/json.hpp>
@@ -239,11 +240,15 @@ void report(const std::string &label, const std::string &dir, const refcheck::Re
 // relative loss difference below 0.25% against bf16; 0.01 nats is 0.4% of this model's
 // ~2.6.
 constexpr double kDemoLoss = 0.01;
-// Logits: each FP8 GEMM rounds its activations to e4m3 (~2.5% relative RMS, test_cuda_ops)
-// and the latent cache is bf16; at this model's logit scale (rms ~3, max ~20) that is
-// a few tenths at the extreme positions.
-constexpr double kDemoLogits = 1.0;
-// Argmax: only near ties may swap (a swap needs a top-2 gap below 2x the logit error).
+// Logits where no selection differs: no demo GEMM has the FP8 shape (K a multiple of 512),
+// so that is the bf16 latent cache alone (2^-9 relative per element) at logit rms ~4.7;
+// held to the reference cases' 0.25. Where FP8 index keys change a selection (most rows
+// lose or gain a key or two: a ~3% score error against the trained model's near ties,
+// ReLU zeros among them), a position's logits can move by several units: loss and
+// argmax agreement are what say whether that matters.
+constexpr double kDemoLogits = 0.25;
+// Argmax: the next token (over the text) and every teacher-forced generation step agree
+// with f32's at >= 97% of positions.
 constexpr double kDemoTop1 = 0.97;
 
 std::string read_file(const std::string &path) {
@@ -275,8 +280,10 @@ TEST_CASE("fast vs f32 on the trained demo model: loss on a fixed text, long gre
         double nll32 = 0, nll_fast = 0, logits = 0, widest_gap = 0;
         int64_t positions = 0, top1_same = 0;
         // Per position: whether its own indexer rows (all layers) and experts equal f32's.
-        double logits_same_sel = 0, overlap_sum = 0, overlap_min = 1, logit_ss = 0, logit_max = 0;
-        int64_t sparse_rows = 0, rows_same = 0, positions_same_sel = 0, expert_same = 0, expert_tokens = 0;
+        double logits_same_sel = 0, logits_untainted = 0, overlap_sum = 0, overlap_min = 1, logit_ss = 0, logit_max = 0;
+        int64_t sparse_rows = 0, rows_same = 0, positions_same_sel = 0, positions_untainted = 0, expert_same = 0,
+                expert_tokens = 0;
+        std::vector<double> per_position;  // logits max |diff| of each position
         const int64_t topk = f32->model->cfg.index_topk;
         for (size_t w = 0; w < windows; ++w) {
             const int32_t *x = ids.data() + w * static_cast<size_t>(n_ctx);
@@ -285,11 +292,16 @@ TEST_CASE("fast vs f32 on the trained demo model: loss on a fixed text, long gre
             dsi::context_eval(a.c, x, static_cast<size_t>(n_ctx), DSI_EVAL_LOGITS_ALL, &ra);
             dsi::context_eval(b.c, x, static_cast<size_t>(n_ctx), DSI_EVAL_LOGITS_ALL, &rb);
             std::vector<bool> own_same(static_cast<size_t>(n_ctx), true);
+            // Positions before the first row (any layer) whose selection or experts differ
+            // from f32's: nothing they depend on was chosen differently, so their logits show
+            // the bf16 latent cache alone (rows up to top-k select every candidate).
+            size_t untainted = static_cast<size_t>(n_ctx);
             for (const auto &kv : ra.selections) {
                 const auto &got = rb.selections.at(kv.first);
                 for (size_t t = 0; t < kv.second.size(); ++t) {
                     const bool same = kv.second[t] == got[t];
                     own_same[t] = own_same[t] && same;
+                    if (!same) untainted = std::min(untainted, t);
                     if (static_cast<int64_t>(t) + 1 <= topk) continue;
                     int64_t common = 0;
                     for (int32_t i : got[t]) common += kv.second[t].count(i);
@@ -305,12 +317,18 @@ TEST_CASE("fast vs f32 on the trained demo model: loss on a fixed text, long gre
                 for (size_t t = 0; t < kv.second.size(); ++t) {
                     expert_same += kv.second[t] == got[t];
                     ++expert_tokens;
+                    if (kv.second[t] != got[t]) untainted = std::min(untainted, t);
                 }
             }
             for (int32_t t = 0; t + 1 < n_ctx; ++t) {
                 const float *la = dsi_context_logits(a.c, t), *lb = dsi_context_logits(b.c, t);
                 const double d = max_abs_diff(la, lb, static_cast<size_t>(V));
                 logits = std::max(logits, d);
+                per_position.push_back(d);
+                if (static_cast<size_t>(t) < untainted) {
+                    logits_untainted = std::max(logits_untainted, d);
+                    ++positions_untainted;
+                }
                 if (own_same[static_cast<size_t>(t)]) {
                     logits_same_sel = std::max(logits_same_sel, d);
                     ++positions_same_sel;
@@ -340,17 +358,21 @@ TEST_CASE("fast vs f32 on the trained demo model: loss on a fixed text, long gre
                     windows, n_ctx, mode_name(mode), nll32, nll_fast, std::exp(nll32), std::exp(nll_fast),
                     nll_fast - nll32, logits, static_cast<long long>(top1_same), static_cast<long long>(positions),
                     top1, widest_gap);
-        std::printf("[test_cuda_fast] demo text %-10s f32 logit rms %.3g max %.3g; logits max|diff| at the %lld/%lld "
-                    "positions whose own indexer rows all equal f32's %.3g; top-k overlap mean %.4f min %.4f, rows "
-                    "equal %lld/%lld; experts same %lld/%lld\n",
-                    mode_name(mode), std::sqrt(logit_ss / (static_cast<double>(positions) * V)), logit_max,
-                    static_cast<long long>(positions_same_sel), static_cast<long long>(positions),
+        std::sort(per_position.begin(), per_position.end());
+        const auto pct = [&](double q) { return per_position[static_cast<size_t>(q * (per_position.size() - 1))]; };
+        std::printf("[test_cuda_fast] demo text %-10s f32 logit rms %.3g max %.3g; per-position logits max|diff| "
+                    "median %.3g p90 %.3g p99 %.3g max %.3g; at the %lld positions before any selection differs "
+                    "(bf16 cache only) %.3g; at the %lld/%lld positions whose own indexer rows all equal f32's %.3g; "
+                    "top-k overlap mean %.4f min %.4f, rows equal %lld/%lld; experts same %lld/%lld\n",
+                    mode_name(mode), std::sqrt(logit_ss / (static_cast<double>(positions) * V)), logit_max, pct(0.5),
+                    pct(0.9), pct(0.99), per_position.back(), static_cast<long long>(positions_untainted),
+                    logits_untainted, static_cast<long long>(positions_same_sel), static_cast<long long>(positions),
                     logits_same_sel, sparse_rows ? overlap_sum / sparse_rows : 1.0, overlap_min,
                     static_cast<long long>(rows_same), static_cast<long long>(sparse_rows),
                     static_cast<long long>(expert_same), static_cast<long long>(expert_tokens));
         if (mode == Mode::Fast) {
             CHECK(std::fabs(nll_fast - nll32) <= kDemoLoss);
-            CHECK(logits_same_sel <= kDemoLogits);
+            CHECK(logits_untainted <= kDemoLogits);
             CHECK(top1 >= kDemoTop1);
         }
 
@@ -393,7 +415,7 @@ TEST_CASE("fast vs f32 on the trained demo model: loss on a fixed text, long gre
                         "%.3g)\n",
                         prompt.size(), steps, mode_name(mode), first_parted < 0 ? steps : first_parted, forced_same,
                         steps, widest, static_cast<double>(*std::min_element(gaps32.begin(), gaps32.end())));
-            if (mode == Mode::Fast) CHECK(widest <= 2 * kDemoLogits);
+            if (mode == Mode::Fast) CHECK(forced_same >= kDemoTop1 * steps);
         }
         dsi_session_free(fast);
     }
