@@ -97,8 +97,9 @@ PY
         done
         ;;
     emulate)
-        # fast's FP8 GEMM on tiny-fp8 case0 re-done in torch float64 (docs/ACCURACY.md).
-        run emulate python3 scripts/emulate_fast_fp8.py --data tests/data --dump "$LOG_DIR/dump"
+        # fast's FP8 GEMM on tiny-fp8 case0 re-done in torch float64, and every FP8 GEMM of
+        # the demo model emulated in torch (docs/ACCURACY.md).
+        run emulate python3 scripts/emulate_fast_fp8.py --data tests/data --dump "$LOG_DIR/dump" --demo
         ;;
     sanitize)
         command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not found"; status=1; continue; }
@@ -139,7 +140,7 @@ done
 echo "== summary (logs: $LOG_DIR)"
 for f in "$LOG_DIR"/*.log; do
     [ -f "$f" ] || continue
-    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] |max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP|^emulated|CUDA fast vs|cuda (f32|fast):" "$f" \
+    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] |max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP|^emulated|CUDA fast vs|^demo text|cuda (f32|fast):" "$f" \
         | grep -v "layer [0-9] top-k" | sed "s|^|$(basename "$f" .log): |" | cut -c1-220
 done
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/device-test-logs.tar.gz" -C "$LOG_DIR" .; fi
