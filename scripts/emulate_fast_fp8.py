@@ -32,6 +32,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_common as rc  # noqa: E402
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data"))
 ap.add_argument("--dump", default=None)
@@ -55,34 +58,22 @@ def load(ckpt, dtype):
     with open(os.path.join(ckpt, "model.safetensors.index.json")) as f:
         for fn in sorted(set(json.load(f)["weight_map"].values())):
             raw.update(load_file(os.path.join(ckpt, fn)))
+    # Dequantisation and expert fusion as the reference generators do them
+    # (train_demo_model.py's functions, through reference_common.load_train_demo).
+    ns = rc.load_train_demo(["dequantize_fp8", "fuse_experts"], {"torch": torch, "E": cfg.n_routed_experts})
     sd, fp8 = {}, set()
     for n, t in raw.items():
         if n.endswith("_scale_inv"):
             continue
         if t.dtype == torch.float8_e4m3fn:
-            sc = raw[n + "_scale_inv"].double()
-            sc = sc.repeat_interleave(128, 0)[: t.shape[0]].repeat_interleave(128, 1)[:, : t.shape[1]]
-            sd[n] = t.double() * sc
+            sd[n] = ns["dequantize_fp8"](t, raw[n + "_scale_inv"]).double()
             fp8.add(n)
+            g = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.\d+\.", n)
+            if g:
+                fp8.update({g.group(1) + ".gate_up_proj", g.group(1) + ".down_proj"})
         else:
             sd[n] = t.double()
-    target = m.state_dict()
-    groups = {}
-    for n in list(sd):
-        g = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$", n)
-        if g:
-            groups.setdefault(g.group(1), {})[(int(g.group(2)), g.group(3))] = sd.pop(n)
-            if n in fp8:
-                fp8.update({g.group(1) + ".gate_up_proj", g.group(1) + ".down_proj"})
-    E = cfg.n_routed_experts
-    for pre, g in groups.items():
-        gu = torch.stack([torch.cat([g[(e, "gate_proj")], g[(e, "up_proj")]], 0) for e in range(E)])
-        dn = torch.stack([g[(e, "down_proj")] for e in range(E)])
-        if target[pre + ".gate_up_proj"].shape != gu.shape:
-            gu = gu.transpose(1, 2)
-        if target[pre + ".down_proj"].shape != dn.shape:
-            dn = dn.transpose(1, 2)
-        sd[pre + ".gate_up_proj"], sd[pre + ".down_proj"] = gu.contiguous(), dn.contiguous()
+    sd = ns["fuse_experts"](sd, m.state_dict())
     missing, unexpected = m.load_state_dict(sd, strict=False)
     missing = [k for k in missing if "rotary_emb" not in k and "inv_freq" not in k]
     assert not missing and not unexpected, (missing, unexpected)

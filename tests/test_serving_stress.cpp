@@ -25,6 +25,7 @@
 #include <doctest/doctest.h>
 
 #include "dsinfer.h"
+#include "greedy.h"
 
 #include <algorithm>
 #include <cmath>
@@ -95,21 +96,8 @@ struct Session {
     ~Session() { dsi_session_free(s); }
 };
 
-int32_t argmax(const float *l, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; ++i)
-        if (l[i] > l[best]) best = i;
-    return best;
-}
-
-float top2_gap(const float *l, int32_t n) {
-    float a = l[0], b = -INFINITY;
-    for (int32_t i = 1; i < n; ++i) {
-        if (l[i] > a) b = a, a = l[i];
-        else if (l[i] > b) b = l[i];
-    }
-    return a - b;
-}
+using greedy::argmax;
+using greedy::top2_gap;
 
 #define TRY(call)                                                     \
     do {                                                              \

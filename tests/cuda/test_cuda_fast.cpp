@@ -23,6 +23,7 @@
 //    on: mean loss within kDemoLoss nats, logits within kDemoLogits until a selection
 //    differs, next-token argmax agreeing at >= kDemoTop1 of positions and of the steps of
 //    two long greedy generations (reasons at the constants).
+#include "greedy.h"
 #include "reference_check.h"
 
 #include <nlohmann/json.hpp>
@@ -54,16 +55,8 @@ dsi_session *open(const std::string &dir, Mode mode) {
     return s;
 }
 
-float top2_gap(const float *l, int64_t n) {
-    float a = l[0], b = -INFINITY;
-    for (int64_t i = 1; i < n; ++i) {
-        if (l[i] > a) b = a, a = l[i];
-        else if (l[i] > b) b = l[i];
-    }
-    return a - b;
-}
-
-int32_t argmax(const float *l, int64_t n) { return static_cast<int32_t>(std::max_element(l, l + n) - l); }
+using greedy::argmax;
+using greedy::top2_gap;
 
 double max_abs_diff(const float *a, const float *b, size_t n) {
     double d = 0;
