@@ -217,7 +217,7 @@ std::string detokenize(const std::string &tokenizer, const std::vector<int32_t> 
     return text;
 }
 
-const char *const kSubcommands[] = {"generate", "logits", "tokenize", "render-chat", "chat", "bench"};
+const char *const kSubcommands[] = {"generate", "logits", "tokenize", "render-chat", "chat", "bench", "serve"};
 
 }  // namespace
 
@@ -245,11 +245,22 @@ TEST_CASE("--help lists the subcommands in a few lines; COMMAND --help every fla
                              "--repeat-penalty", "--frequency-penalty", "--presence-penalty", "--penalty-last-n",
                              "--backend", "--threads", "--n-ctx", "--stop-at-eos", "--ignore-eos", "--no-echo", "--out",
                              "--text", "--text-file", "--no-special", "--input", "--thinking", "--system", "--stats",
-                             "--verbose", "--prompt-tokens", "--decode-tokens"})
+                             "--verbose", "--prompt-tokens", "--decode-tokens", "--host", "--port", "--parallel",
+                             "--queue", "--ctx", "--api-key", "--model-name", "--max-body", "--timeout"})
         CHECK_MESSAGE(contains(all, flag), flag);
     for (const char *short_flag : {"-m, --model", "-p, --prompt", "-f, --file", "-n, --max-tokens", "-t, --threads",
                                    "-s, --seed", "-c, --n-ctx"})
         CHECK_MESSAGE(contains(all, short_flag), short_flag);
+}
+
+TEST_CASE("serve: command-line mistakes are usage errors, before anything listens") {
+    CHECK(run({"serve"}).status == 2);
+    const Result port = run({"serve", "--model", kTiny, "--port", "70000"});
+    CHECK(port.status == 2);
+    CHECK(contains(port.err, "--port"));
+    const Result parallel = run({"serve", "--model", kTiny, "--parallel", "0"});
+    CHECK(parallel.status == 2);
+    CHECK(contains(parallel.err, "--parallel"));
 }
 
 TEST_CASE("a misspelt subcommand or flag gets 'did you mean'") {

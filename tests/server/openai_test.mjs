@@ -225,6 +225,24 @@ test("bad input gets OpenAI error objects naming the field", async () => {
   assert.equal(r.status, 200, "health needs no key");
 });
 
+test("limits: an oversized header is refused, an idle connection is closed", async () => {
+  const { default: net } = await import("node:net");
+  const exchange = (data) => new Promise((resolve) => {
+    const started = Date.now();
+    const sock = net.connect(server.port, "127.0.0.1", () => { if (data) sock.write(data); });
+    let reply = "";
+    sock.on("data", (d) => { reply += d; });
+    sock.on("close", () => resolve({ reply, ms: Date.now() - started }));
+    sock.on("error", () => {});
+  });
+  const big = await exchange(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(10000)}\r\n\r\n`);
+  assert.match(big.reply, /^HTTP\/1\.1 400/);
+  // The server runs with --timeout 2: a client that sends nothing is dropped after it.
+  const idle = await exchange("");
+  assert.equal(idle.reply, "");
+  assert.ok(idle.ms >= 1500 && idle.ms < 10000, `closed after ${idle.ms} ms`);
+});
+
 test("completions endpoint and stop strings", async () => {
   const params = { model: "demo", prompt: "def fibonacci(n):", temperature: 0, max_tokens: 30 };
   const full = await client.completions.create(params);
