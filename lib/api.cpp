@@ -207,7 +207,8 @@ int32_t dsi_context_n_ctx(const dsi_context *ctx) { return ctx ? static_cast<int
 int32_t dsi_context_tokens(const dsi_context *ctx, int32_t *tokens, size_t cap) {
     if (!ctx) return 0;
     const size_t n = ctx->tokens.size();
-    if (tokens) std::memcpy(tokens, ctx->tokens.data(), std::min(n, cap) * sizeof(int32_t));
+    // An empty history's data() may be NULL, which memcpy may not be given even for 0 bytes.
+    if (tokens && n > 0) std::memcpy(tokens, ctx->tokens.data(), std::min(n, cap) * sizeof(int32_t));
     return static_cast<int32_t>(n);
 }
 

@@ -195,6 +195,9 @@ TEST_CASE("prefill == token-by-token decode; truncate and clear resume exactly")
     std::vector<float> all(dsi_context_logits(a, 0), dsi_context_logits(a, 0) + ids.size() * V);
 
     dsi_context *b = make_ctx(s, 64);
+    std::vector<int32_t> none(4, -7);  // an empty context copies nothing (UBSan: no memcpy from NULL)
+    CHECK(dsi_context_tokens(b, none.data(), none.size()) == 0);
+    CHECK(none[0] == -7);
     double worst = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
         REQUIRE(dsi_context_eval(b, &ids[i], 1, 0) == DSI_OK);
