@@ -11,7 +11,7 @@ namespace dsi::cuda {
 namespace {
 
 constexpr int kHeadsPerCta = 32, kKeys = 32, kThreads = 256, kMaxRank = 512, kMaxCluster = 8;
-constexpr int kPrefetch = 4;     // tile vectors a thread holds in registers while the previous tile computes
+constexpr int kPrefetch = 5;     // tile vectors a thread holds in registers while the previous tile computes
 constexpr int kMaxSplits = 64;   // decode splits per row
 constexpr int kScoreStride = kKeys + 1;
 
@@ -28,6 +28,7 @@ struct MlaShape {
     int row_stride = 0;        // shared-memory floats per record row: >= rank + rope_dim rounded
                                // up to 4, and = 4 (mod 8) so the score loads hit distinct banks
     bool vec = false;          // records 16-byte aligned: 16-byte gathers (else one value a load)
+    bool vec_q = false;        // query rows 16-byte aligned: 16-byte loads
     int64_t splits = 1;        // clusters per row (decode)
     int64_t keys_per_split = 0;
 };
@@ -59,17 +60,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_kernel(MlaParams p, MlaShape 
     const int tid = threadIdx.x;
     const int64_t h0 = static_cast<int64_t>(rank) * kHeadsPerCta;
     const int nh = static_cast<int>(p.heads - h0 < kHeadsPerCta ? p.heads - h0 : kHeadsPerCta);
-
-    for (int i = tid; i < kHeadsPerCta * S; i += kThreads) {
-        const int h = i / S, d = i % S;
-        float v = 0.0f;
-        if (h < nh && d < W)
-            v = d < R ? p.q_latent[(t * p.heads + h0 + h) * R + d]
-                      : p.q_rope[(t * p.heads + h0 + h) * p.rope_dim + (d - R)];
-        Qs[i] = v;
-    }
-    // Columns past the record stay zero: the score loop runs over whole float4s.
-    for (int i = tid; i < kKeys * S; i += kThreads) Ks[i] = 0.0f;
 
     const int64_t pos = p.rows.pos ? p.rows.pos[t] : -1;
     const int32_t seq = p.rows.seq ? p.rows.seq[t] : 0;
@@ -143,6 +133,33 @@ __global__ void __launch_bounds__(kThreads, 1) mla_kernel(MlaParams p, MlaShape 
     uint4 pre[kPrefetch];
 #pragma unroll
     for (int q = 0; q < kPrefetch; ++q) pre[q] = tiles > 0 ? load_item(0, i0 + tid + q * kThreads) : make_uint4(0, 0, 0, 0);
+
+    // The queries, while the first tile's loads are in flight: 16-byte loads where the
+    // rows allow them (a float4 then never straddles latent and rope), several in flight.
+    if (k.vec_q) {
+        float4 *Q4w = reinterpret_cast<float4 *>(Qs);
+        const float4 *ql = reinterpret_cast<const float4 *>(p.q_latent + (t * p.heads + h0) * R);
+        const float4 *qr = reinterpret_cast<const float4 *>(p.q_rope + (t * p.heads + h0) * p.rope_dim);
+        const int s4 = S / 4, r4 = R / 4, w4 = W / 4, rd4 = static_cast<int>(p.rope_dim / 4);
+#pragma unroll 6
+        for (int i = tid; i < kHeadsPerCta * s4; i += kThreads) {
+            const int h = i / s4, v = i % s4;
+            float4 x = make_float4(0, 0, 0, 0);
+            if (h < nh && v < w4) x = v < r4 ? ql[h * r4 + v] : qr[h * rd4 + v - r4];
+            Q4w[i] = x;
+        }
+    } else {
+        for (int i = tid; i < kHeadsPerCta * S; i += kThreads) {
+            const int h = i / S, d = i % S;
+            float v = 0.0f;
+            if (h < nh && d < W)
+                v = d < R ? p.q_latent[(t * p.heads + h0 + h) * R + d]
+                          : p.q_rope[(t * p.heads + h0 + h) * p.rope_dim + (d - R)];
+            Qs[i] = v;
+        }
+    }
+    // Columns past the record stay zero: the score loop runs over whole float4s.
+    for (int i = tid; i < kKeys * S; i += kThreads) Ks[i] = 0.0f;
 
     for (int64_t it = 0; it < tiles; ++it) {
         cluster.sync();  // every CTA is done with the previous tile
@@ -323,6 +340,8 @@ MlaShape shape_of(const MlaParams &p, int64_t splits) {
     if (k.row_stride % 8 != 4) k.row_stride += 4;
     const int64_t elems = 16 / (p.cache_bf16 ? 2 : 4);
     k.vec = W % elems == 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0;
+    k.vec_q = p.rank % 4 == 0 && p.rope_dim % 4 == 0 && reinterpret_cast<uintptr_t>(p.q_latent) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(p.q_rope) % 16 == 0;
     const int64_t n_max = p.select ? p.select_stride : p.pages.stride * kPageTokens;
     const int64_t tiles = (n_max + kKeys - 1) / kKeys;
     k.splits = splits;
