@@ -77,4 +77,11 @@ if(DSINFER_BUILD_TESTS)
   # Kernel benchmarks (not tests): docs/PERF.md.
   add_executable(bench_mla ${PROJECT_SOURCE_DIR}/tests/cuda/bench_mla.cpp)
   target_link_libraries(bench_mla PRIVATE dsinfer_internal)
+  # The serving stress test on the CUDA backend in both precisions (what "equal" means
+  # there: tests/test_serving_stress.cpp). Not named test_serving_stress*: CI selects that.
+  foreach(precision f32 fast)
+    add_test(NAME cuda_serving_stress_${precision} COMMAND test_serving_stress)
+    set_tests_properties(cuda_serving_stress_${precision} PROPERTIES LABELS "gpu;serving" TIMEOUT 1200
+      ENVIRONMENT "DSI_TEST_BACKEND=cuda;DSI_TEST_PRECISION=${precision}")
+  endforeach()
 endif()
