@@ -1,0 +1,47 @@
+package org.dsinfer;
+
+import java.lang.ref.Cleaner;
+import org.dsinfer.internal.SWIGTYPE_p_dsi_detokenizer;
+import org.dsinfer.internal.dsinfer_native;
+
+/** Streaming ids -> text: only whole UTF-8 characters come out. One thread at a time. */
+public final class Detokenizer implements AutoCloseable {
+    private static final class Handle implements Runnable {
+        SWIGTYPE_p_dsi_detokenizer ptr;
+
+        @Override
+        public synchronized void run() {
+            if (ptr != null) dsinfer_native.dsi_detokenizer_free(ptr);
+            ptr = null;
+        }
+    }
+
+    private final Handle handle = new Handle();
+    private final Cleaner.Cleanable cleanable;
+
+    Detokenizer(SWIGTYPE_p_dsi_detokenizer ptr) {
+        handle.ptr = ptr;
+        cleanable = Session.CLEANER.register(this, handle);
+    }
+
+    private String next(int id) {
+        SWIGTYPE_p_dsi_detokenizer p = handle.ptr;
+        if (p == null) throw new IllegalStateException("dsinfer: the detokenizer is closed");
+        try (Native.Call call = new Native.Call()) {
+            dsinfer_native.dsib_detokenizer_next(p, id, call.ptr);
+            return call.text();
+        }
+    }
+
+    /** Feeds one id; returns the text it completed (possibly ""). */
+    public String push(int id) {
+        if (id < 0) throw new DsinferException(Status.INVALID_TOKEN, "token id " + id + " is negative");
+        return next(id);
+    }
+
+    /** Ends the stream: pending bytes come out as U+FFFD. */
+    public String flush() { return next(-1); }
+
+    @Override
+    public void close() { cleanable.clean(); }
+}
