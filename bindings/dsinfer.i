@@ -105,9 +105,15 @@
 %apply (const char *STRING, size_t LENGTH) { (const char *bytes, size_t n_bytes) };
 %apply (char *STRING, size_t LENGTH) { (char *buf, size_t cap) };
 %apply (const char *STRING, size_t LENGTH) { (const char *text, size_t length) };
-%include <various.i>
-/* Paths: NUL-terminated UTF-8 bytes (the Java layer appends the NUL). */
-%apply char *BYTE { const char *path, const char *tokenizer_path };
+/* Paths: NUL-terminated UTF-8 bytes (the Java layer appends the NUL); null is NULL. */
+%typemap(jni) const char *path, const char *tokenizer_path "jbyteArray"
+%typemap(jtype) const char *path, const char *tokenizer_path "byte[]"
+%typemap(jstype) const char *path, const char *tokenizer_path "byte[]"
+%typemap(javain) const char *path, const char *tokenizer_path "$javainput"
+%typemap(in) const char *path, const char *tokenizer_path
+%{ $1 = $input ? (char *)jenv->GetByteArrayElements($input, 0) : NULL; %}
+%typemap(freearg) const char *path, const char *tokenizer_path
+%{ if ($input) jenv->ReleaseByteArrayElements($input, (jbyte *)$1, JNI_ABORT); %}
 %apply int[] { int32_t *ids_out };
 %apply int[] { const int32_t *ids };
 %apply float[] { float *logits_out };

@@ -114,7 +114,7 @@ public final class Context implements AutoCloseable {
 
     /** The token history. */
     public int[] tokens() {
-        int n = dsinfer_native.dsib_context_tokens(ptr(), null, 0);
+        int n = dsinfer_native.dsib_context_tokens(ptr(), new int[0], 0);
         int[] ids = new int[n];
         if (n > 0) dsinfer_native.dsib_context_tokens(ptr(), ids, n);
         return ids;

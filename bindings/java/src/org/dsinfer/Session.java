@@ -121,7 +121,7 @@ public final class Session implements AutoCloseable {
 
     /** The end-of-generation ids. */
     public int[] eogTokens() {
-        int n = dsinfer_native.dsib_session_eog_tokens(ptr(), null, 0);
+        int n = dsinfer_native.dsib_session_eog_tokens(ptr(), new int[0], 0);
         int[] ids = new int[n];
         if (n > 0) dsinfer_native.dsib_session_eog_tokens(ptr(), ids, n);
         return ids;
