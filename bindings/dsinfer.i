@@ -122,6 +122,8 @@
 %typemap(javafinalize) dsib_callbacks ""
 #elif defined(SWIGCSHARP)
 %include <arrays_csharp.i>
+/* size_t as 64 bits (SWIG's C# default is uint): cache budgets and buffers above 4 GiB. */
+%apply unsigned long long { size_t };
 /* UTF-8 bytes in and out as byte[]: pinned by the marshaller, never converted through
    the platform code page. */
 %typemap(ctype)  const char *bytes "const char *"
