@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Threading;
 using Dsinfer.Internal;
 
 namespace Dsinfer
@@ -9,57 +8,39 @@ namespace Dsinfer
     /// One sequence and its caches (dsi_context). One thread at a time: a concurrent call from
     /// another thread fails with DsinferException Busy.
     /// </summary>
-    public sealed class Context : IDisposable
+    public sealed class Context : NativeObject<SWIGTYPE_p_dsi_context>
     {
-        SWIGTYPE_p_dsi_context ptr;
         readonly Callbacks sessionCallbacks;                      // the session's log sink
         readonly List<Callbacks> abortCallbacks = new List<Callbacks>(); // every one set, until free
         public Session Session { get; }
 
-        Context(Session session, Callbacks sessionCallbacks)
+        /// <summary>Owns p and one reference to the session's callbacks (its log sink serves this context).</summary>
+        Context(Session session, SWIGTYPE_p_dsi_context p, Callbacks abort) : base("context")
         {
+            Own(p);
             Session = session;
-            this.sessionCallbacks = sessionCallbacks;
+            sessionCallbacks = session.Callbacks.Retain();
+            if (abort != null) abortCallbacks.Add(abort);
         }
 
         internal static Context Create(Session session, int nCtx, AbortHandler abort)
         {
-            var c = new Context(session, session.Callbacks.Retain());
-            Callbacks cb = null;
-            if (abort != null)
-            {
-                cb = new Callbacks { Abort = abort };
-                c.abortCallbacks.Add(cb);
-            }
+            var cb = abort != null ? new Callbacks { Abort = abort } : null;
             using (var call = new Call())
             {
-                c.ptr = DsinferNative.dsib_context_create(session.Ptr, nCtx, 0, cb, call.Ptr);
+                var p = DsinferNative.dsib_context_create(session.Ptr, nCtx, 0, cb, call.Ptr);
                 if (call.StatusCode != 0)
                 {
-                    c.Dispose();
+                    cb?.Release();
                     call.Check();
                 }
+                return new Context(session, p, cb);
             }
-            return c;
         }
 
-        internal SWIGTYPE_p_dsi_context Ptr => ptr ?? throw new ObjectDisposedException("dsinfer context");
-
-        ~Context() { Free(); }
-
-        public void Dispose()
+        internal override void Free(SWIGTYPE_p_dsi_context p)
         {
-            Free();
-            GC.SuppressFinalize(this);
-        }
-
-        int freed;
-
-        void Free()
-        {
-            if (Interlocked.Exchange(ref freed, 1) != 0) return;
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p != null) DsinferNative.dsi_context_free(p);
+            DsinferNative.dsi_context_free(p);
             sessionCallbacks.Release();
             lock (abortCallbacks)
             {
@@ -71,6 +52,7 @@ namespace Dsinfer
         /// <summary>Replaces the abort handler (null clears it); may be called from any thread.</summary>
         public void SetAbort(AbortHandler abort)
         {
+            var p = Ptr; // throws once disposed, before anything is kept
             Callbacks cb = null;
             if (abort != null)
             {
@@ -79,7 +61,7 @@ namespace Dsinfer
             }
             using (var call = new Call())
             {
-                DsinferNative.dsib_context_set_abort(Ptr, cb, call.Ptr);
+                DsinferNative.dsib_context_set_abort(p, cb, call.Ptr);
                 call.Check();
             }
         }
@@ -133,17 +115,12 @@ namespace Dsinfer
         /// <summary>A new context sharing this one's tokens and cache pages.</summary>
         public Context Fork()
         {
-            var c = new Context(Session, Session.Callbacks.Retain());
             using (var call = new Call())
             {
-                c.ptr = DsinferNative.dsib_context_fork(Ptr, call.Ptr);
-                if (call.StatusCode != 0)
-                {
-                    c.Dispose();
-                    call.Check();
-                }
+                var p = DsinferNative.dsib_context_fork(Ptr, call.Ptr);
+                call.Check();
+                return new Context(Session, p, null);
             }
-            return c;
         }
 
         public byte[] SaveState(Sampler sampler = null)
@@ -219,13 +196,12 @@ namespace Dsinfer
     }
 
     /// <summary>A sampling chain with its own random state (dsi_sampler). One thread at a time.</summary>
-    public sealed class Sampler : IDisposable
+    public sealed class Sampler : NativeObject<SWIGTYPE_p_dsi_sampler>
     {
-        SWIGTYPE_p_dsi_sampler ptr;
 
         /// <summary>Defaults are the library's: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05.</summary>
         public Sampler(float temperature = 0.8f, int topK = 40, float topP = 0.95f, float minP = 0.05f,
-                       ulong seed = 0x5EED, float repeatPenalty = 1f, int penaltyLastN = 64)
+                       ulong seed = 0x5EED, float repeatPenalty = 1f, int penaltyLastN = 64) : base("sampler")
         {
             var p = DsinferNative.dsi_sampler_default_params();
             p.temperature = temperature;
@@ -237,29 +213,16 @@ namespace Dsinfer
             p.penalty_last_n = penaltyLastN;
             using (var call = new Call())
             {
-                ptr = DsinferNative.dsib_sampler_create(p, call.Ptr);
+                var s = DsinferNative.dsib_sampler_create(p, call.Ptr);
                 p.Dispose();
                 call.Check();
+                Own(s);
             }
         }
 
         public static Sampler Greedy() => new Sampler(temperature: 0);
 
-        internal SWIGTYPE_p_dsi_sampler Ptr => ptr ?? throw new ObjectDisposedException("dsinfer sampler");
-
-        ~Sampler() { Free(); }
-
-        public void Dispose()
-        {
-            Free();
-            GC.SuppressFinalize(this);
-        }
-
-        void Free()
-        {
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p != null) DsinferNative.dsi_sampler_free(p);
-        }
+        internal override void Free(SWIGTYPE_p_dsi_sampler p) => DsinferNative.dsi_sampler_free(p);
 
         public int Sample(Context ctx)
         {

@@ -68,6 +68,41 @@ namespace Dsinfer
         }
     }
 
+    /// <summary>
+    /// A native handle freed exactly once: by Dispose() or, as a safety net, by the finalizer.
+    /// Handles may be freed in any order (the library counts references).
+    /// </summary>
+    public abstract class NativeObject<T> : IDisposable where T : class
+    {
+        T ptr;
+        readonly string what;
+
+        internal NativeObject(string what) { this.what = what; }
+
+        internal void Own(T p) { ptr = p; }
+
+        internal T Ptr => ptr ?? throw new ObjectDisposedException("dsinfer " + what);
+
+        internal bool IsDisposed => ptr == null;
+
+        /// <summary>Frees p (also from the finalizer thread: touch no other managed finalizable object).</summary>
+        internal abstract void Free(T p);
+
+        ~NativeObject() { Release(); }
+
+        public void Dispose()
+        {
+            Release();
+            GC.SuppressFinalize(this);
+        }
+
+        void Release()
+        {
+            var p = Interlocked.Exchange(ref ptr, null);
+            if (p != null) Free(p);
+        }
+    }
+
     /// <summary>One native call's record: status, message and bytes captured together.</summary>
     sealed class Call : IDisposable
     {

@@ -1,5 +1,4 @@
 using System;
-using System.Threading;
 using Dsinfer.Internal;
 
 namespace Dsinfer
@@ -30,15 +29,14 @@ namespace Dsinfer
     /// A model loaded on a backend (dsi_session): immutable, shared by any number of contexts and
     /// threads. Dispose it when done; contexts created from it keep working after that.
     /// </summary>
-    public sealed class Session : IDisposable
+    public sealed class Session : NativeObject<SWIGTYPE_p_dsi_session>
     {
-        SWIGTYPE_p_dsi_session ptr;
         internal readonly Callbacks Callbacks;
         public int NVocab { get; }
 
-        Session(SWIGTYPE_p_dsi_session p, Callbacks cb)
+        Session(SWIGTYPE_p_dsi_session p, Callbacks cb) : base("session")
         {
-            ptr = p;
+            Own(p);
             Callbacks = cb;
             NVocab = DsinferNative.dsi_session_n_vocab(p);
         }
@@ -67,21 +65,9 @@ namespace Dsinfer
             }
         }
 
-        internal SWIGTYPE_p_dsi_session Ptr => ptr ?? throw new ObjectDisposedException("dsinfer session");
-
-        ~Session() { Free(); }
-
-        /// <summary>Frees the application's handle; contexts keep the model until they are disposed.</summary>
-        public void Dispose()
+        /// <summary>Frees the application's handle (Dispose); contexts keep the model until they are disposed.</summary>
+        internal override void Free(SWIGTYPE_p_dsi_session p)
         {
-            Free();
-            GC.SuppressFinalize(this);
-        }
-
-        void Free()
-        {
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p == null) return;
             DsinferNative.dsi_session_free(p);
             Callbacks.Release();
         }

@@ -1,5 +1,4 @@
 using System;
-using System.Threading;
 using Dsinfer.Internal;
 
 namespace Dsinfer
@@ -8,13 +7,16 @@ namespace Dsinfer
     /// A Hugging Face tokenizer.json (dsi_tokenizer): loaded from a file, or a session's (usable
     /// while that session is not disposed). Thread-safe.
     /// </summary>
-    public sealed class Tokenizer : IDisposable
+    public sealed class Tokenizer : NativeObject<SWIGTYPE_p_dsi_tokenizer>
     {
         public const uint ParseSpecial = 1, AddSpecial = 2;
-        SWIGTYPE_p_dsi_tokenizer ptr;
         readonly Session session; // the owner of a session's tokenizer
 
-        internal Tokenizer(SWIGTYPE_p_dsi_tokenizer p, Session owner) { ptr = p; session = owner; }
+        internal Tokenizer(SWIGTYPE_p_dsi_tokenizer p, Session owner) : base("tokenizer")
+        {
+            Own(p);
+            session = owner;
+        }
 
         public static Tokenizer Load(string path)
         {
@@ -26,36 +28,28 @@ namespace Dsinfer
             }
         }
 
-        internal SWIGTYPE_p_dsi_tokenizer Ptr
+        /// <summary>The handle; a session's tokenizer also checks that its session is not disposed.</summary>
+        SWIGTYPE_p_dsi_tokenizer Handle
         {
             get
             {
-                var p = ptr ?? throw new ObjectDisposedException("dsinfer tokenizer");
-                if (session != null) { var _ = session.Ptr; } // throws once the session is disposed
+                var p = Ptr;
+                if (session != null && session.IsDisposed) throw new ObjectDisposedException("dsinfer session");
                 return p;
             }
         }
 
-        ~Tokenizer() { Free(); }
-
-        public void Dispose()
+        internal override void Free(SWIGTYPE_p_dsi_tokenizer p)
         {
-            Free();
-            GC.SuppressFinalize(this);
+            if (session == null) DsinferNative.dsi_tokenizer_free(p);
         }
 
-        void Free()
-        {
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p != null && session == null) DsinferNative.dsi_tokenizer_free(p);
-        }
-
-        public int NVocab => DsinferNative.dsi_tokenizer_n_vocab(Ptr);
+        public int NVocab => DsinferNative.dsi_tokenizer_n_vocab(Handle);
 
         public int TokenId(string text)
         {
             var b = Call.Utf8(text);
-            return DsinferNative.dsib_tokenizer_token_id(Ptr, b, (ulong)b.Length);
+            return DsinferNative.dsib_tokenizer_token_id(Handle, b, (ulong)b.Length);
         }
 
         public int[] Tokenize(string text, uint flags = 0)
@@ -64,12 +58,12 @@ namespace Dsinfer
             using (var call = new Call())
             {
                 var ids = new int[b.Length + 2];
-                long n = DsinferNative.dsib_tokenize(Ptr, b, (ulong)b.Length, flags, ids, (ulong)ids.Length, call.Ptr);
+                long n = DsinferNative.dsib_tokenize(Handle, b, (ulong)b.Length, flags, ids, (ulong)ids.Length, call.Ptr);
                 call.Check();
                 if (n > ids.Length)
                 {
                     ids = new int[n];
-                    n = DsinferNative.dsib_tokenize(Ptr, b, (ulong)b.Length, flags, ids, (ulong)ids.Length, call.Ptr);
+                    n = DsinferNative.dsib_tokenize(Handle, b, (ulong)b.Length, flags, ids, (ulong)ids.Length, call.Ptr);
                     call.Check();
                 }
                 Array.Resize(ref ids, (int)n);
@@ -81,7 +75,7 @@ namespace Dsinfer
         {
             using (var call = new Call())
             {
-                DsinferNative.dsib_detokenize(Ptr, ids, (ulong)ids.Length, skipSpecial ? 1u : 0u, call.Ptr);
+                DsinferNative.dsib_detokenize(Handle, ids, (ulong)ids.Length, skipSpecial ? 1u : 0u, call.Ptr);
                 return call.Text();
             }
         }
@@ -91,7 +85,7 @@ namespace Dsinfer
         {
             using (var call = new Call())
             {
-                DsinferNative.dsib_tokenizer_token_to_piece(Ptr, id, call.Ptr);
+                DsinferNative.dsib_tokenizer_token_to_piece(Handle, id, call.Ptr);
                 return call.Bytes();
             }
         }
@@ -101,7 +95,7 @@ namespace Dsinfer
         {
             using (var call = new Call())
             {
-                var d = DsinferNative.dsib_detokenizer_create(Ptr, skipSpecial ? 1u : 0u, call.Ptr);
+                var d = DsinferNative.dsib_detokenizer_create(Handle, skipSpecial ? 1u : 0u, call.Ptr);
                 call.Check();
                 return new Detokenizer(d);
             }
@@ -109,29 +103,15 @@ namespace Dsinfer
     }
 
     /// <summary>Streaming ids to text: only whole UTF-8 characters come out. One thread at a time.</summary>
-    public sealed class Detokenizer : IDisposable
+    public sealed class Detokenizer : NativeObject<SWIGTYPE_p_dsi_detokenizer>
     {
-        SWIGTYPE_p_dsi_detokenizer ptr;
+        internal Detokenizer(SWIGTYPE_p_dsi_detokenizer p) : base("detokenizer") { Own(p); }
 
-        internal Detokenizer(SWIGTYPE_p_dsi_detokenizer p) { ptr = p; }
-
-        ~Detokenizer() { Free(); }
-
-        public void Dispose()
-        {
-            Free();
-            GC.SuppressFinalize(this);
-        }
-
-        void Free()
-        {
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p != null) DsinferNative.dsi_detokenizer_free(p);
-        }
+        internal override void Free(SWIGTYPE_p_dsi_detokenizer p) => DsinferNative.dsi_detokenizer_free(p);
 
         string Next(int id)
         {
-            var p = ptr ?? throw new ObjectDisposedException("dsinfer detokenizer");
+            var p = Ptr;
             using (var call = new Call())
             {
                 DsinferNative.dsib_detokenizer_next(p, id, call.Ptr);
@@ -177,34 +157,19 @@ namespace Dsinfer
     }
 
     /// <summary>Incremental parser of a streamed reply. One thread at a time.</summary>
-    public sealed class ChatParser : IDisposable
+    public sealed class ChatParser : NativeObject<SWIGTYPE_p_dsi_chat_parser>
     {
-        SWIGTYPE_p_dsi_chat_parser ptr;
-
-        public ChatParser(bool thinking = false)
+        public ChatParser(bool thinking = false) : base("chat parser")
         {
             using (var call = new Call())
             {
-                ptr = DsinferNative.dsib_chat_parser_create(thinking ? 1u : 0u, call.Ptr);
+                var p = DsinferNative.dsib_chat_parser_create(thinking ? 1u : 0u, call.Ptr);
                 call.Check();
+                Own(p);
             }
         }
 
-        SWIGTYPE_p_dsi_chat_parser Ptr => ptr ?? throw new ObjectDisposedException("dsinfer chat parser");
-
-        ~ChatParser() { Free(); }
-
-        public void Dispose()
-        {
-            Free();
-            GC.SuppressFinalize(this);
-        }
-
-        void Free()
-        {
-            var p = Interlocked.Exchange(ref ptr, null);
-            if (p != null) DsinferNative.dsi_chat_parser_free(p);
-        }
+        internal override void Free(SWIGTYPE_p_dsi_chat_parser p) => DsinferNative.dsi_chat_parser_free(p);
 
         /// <summary>Feeds more of the reply; returns the events that became certain (a JSON array).</summary>
         public string Push(string text)

@@ -54,17 +54,22 @@ func (c *Context) SetAbort(abort func() bool) error {
 	if err != nil {
 		return err
 	}
-	var h uint
-	if abort != nil {
-		cb := newCallbacks()
-		cb.abort = abort
-		c.abortCbs = append(c.abortCbs, cb)
-		h = uint(cb.handle)
-	}
+	h := c.addAbort(abort)
 	cl := newCall()
 	defer cl.free()
 	native.Dsib_context_set_abort(ptr, h, cl.p)
 	return cl.err()
+}
+
+// addAbort keeps a handler's callbacks until Close; the handle for C (0 for nil).
+func (c *Context) addAbort(abort func() bool) uint {
+	if abort == nil {
+		return 0
+	}
+	cb := newCallbacks()
+	cb.abort = abort
+	c.abortCbs = append(c.abortCbs, cb)
+	return uint(cb.handle)
 }
 
 // status runs f with the context's handle and a call record, and returns the call's error.

@@ -19,7 +19,7 @@ import (
 	"testing"
 )
 
-func testData() string { return envOr("DSINFER_TEST_DATA", "../../tests/data") }
+func testData() string  { return envOr("DSINFER_TEST_DATA", "../../tests/data") }
 func demoModel() string { return envOr("DSINFER_DEMO_MODEL", "../../models/demo") }
 
 func envOr(k, def string) string {
@@ -97,7 +97,7 @@ func TestGolden(t *testing.T) {
 const text = "héllo 世界 — 日本語のテキスト 🎉🚀 한국어 ∑x² 👩‍💻"
 
 func TestUTF8(t *testing.T) {
-	tok := ok(LoadTokenizer(demoModel()+"/tokenizer.json"))
+	tok := ok(LoadTokenizer(demoModel() + "/tokenizer.json"))
 	defer tok.Close()
 	ids := ok(tok.Tokenize(text, 0))
 	if back := ok(tok.Detokenize(ids, false)); back != text {
@@ -189,7 +189,7 @@ func TestGC(t *testing.T) {
 		p.Seed = uint64(round)
 		smp := ok(NewSampler(p))
 		tok := ok(s.Tokenizer())
-		own := ok(LoadTokenizer(demoModel()+"/tokenizer.json"))
+		own := ok(LoadTokenizer(demoModel() + "/tokenizer.json"))
 		d := ok(tok.Detokenizer(true))
 		d2 := ok(own.Detokenizer(false))
 		cp := ok(NewChatParser(true))

@@ -10,8 +10,8 @@ import (
 // SamplerParams is the sampling chain; DefaultSamplerParams gives the library's defaults.
 type SamplerParams struct {
 	Temperature, TopP, MinP, RepeatPenalty, FrequencyPenalty, PresencePenalty float32
-	TopK, PenaltyLastN                                                         int
-	Seed                                                                       uint64
+	TopK, PenaltyLastN                                                        int
+	Seed                                                                      uint64
 }
 
 // DefaultSamplerParams: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, seed 0x5EED.

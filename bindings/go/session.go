@@ -11,13 +11,13 @@ import (
 
 // Options for Open; the zero value gives the library's defaults.
 type Options struct {
-	Backend       string // "auto" (default), "cpu" or "cuda"
-	Threads       int    // CPU threads; 0 = all
-	TokenizerPath string // default: <model_dir>/tokenizer.json when present
-	CacheBudget   int64  // bytes for all contexts' cache pages; 0 = the library's default
-	Progress      func(fraction float32) bool         // return false to cancel the load
-	Log           func(level int, message string)    // this session's own log sink
-	LogLevel      int                                 // least severe level delivered (with Log)
+	Backend       string                          // "auto" (default), "cpu" or "cuda"
+	Threads       int                             // CPU threads; 0 = all
+	TokenizerPath string                          // default: <model_dir>/tokenizer.json when present
+	CacheBudget   int64                           // bytes for all contexts' cache pages; 0 = the library's default
+	Progress      func(fraction float32) bool     // return false to cancel the load
+	Log           func(level int, message string) // this session's own log sink
+	LogLevel      int                             // least severe level delivered (with Log)
 }
 
 // Session is a loaded model: immutable, shared by any number of contexts and goroutines.
@@ -152,13 +152,7 @@ func (s *Session) NewContext(nCtx int, abort func() bool) (*Context, error) {
 		return nil, err
 	}
 	ctx := &Context{session: s, sessionCbs: s.cbs.retain()}
-	var h uint
-	if abort != nil {
-		cb := newCallbacks()
-		cb.abort = abort
-		ctx.abortCbs = append(ctx.abortCbs, cb)
-		h = uint(cb.handle)
-	}
+	h := ctx.addAbort(abort)
 	c := newCall()
 	defer c.free()
 	ctx.ptr = native.Dsib_context_create(ptr, nCtx, 0, h, c.p)

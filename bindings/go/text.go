@@ -154,13 +154,7 @@ func (d *Detokenizer) next(id int) (string, error) {
 	if d.ptr == nil {
 		return "", errClosed
 	}
-	c := newCall()
-	defer c.free()
-	native.Dsib_detokenizer_next(d.ptr, id, c.p)
-	if err := c.err(); err != nil {
-		return "", err
-	}
-	return c.bytes(), nil
+	return textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_detokenizer_next(d.ptr, id, c) })
 }
 
 // Push feeds one id and returns the text it completed (possibly "").
@@ -176,27 +170,26 @@ func (d *Detokenizer) Flush() (string, error) { return d.next(-1) }
 
 func chatFlags(thinking bool) uint { return boolFlag(thinking) }
 
-// RenderChat renders a conversation (JSON {"messages": [...], "tools": [...]}) into the
-// DeepSeek-V3.2 prompt text.
-func RenderChat(conversationJSON string, thinking bool) (string, error) {
+// textCall runs f with a call record and returns the text it produced.
+func textCall(f func(native.Struct_SS_dsib_call)) (string, error) {
 	c := newCall()
 	defer c.free()
-	native.Dsib_chat_render(conversationJSON, chatFlags(thinking), c.p)
+	f(c.p)
 	if err := c.err(); err != nil {
 		return "", err
 	}
 	return c.bytes(), nil
 }
 
+// RenderChat renders a conversation (JSON {"messages": [...], "tools": [...]}) into the
+// DeepSeek-V3.2 prompt text.
+func RenderChat(conversationJSON string, thinking bool) (string, error) {
+	return textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_chat_render(conversationJSON, chatFlags(thinking), c) })
+}
+
 // ParseChat parses a whole reply into {"reasoning_content", "content", "tool_calls"} (JSON).
 func ParseChat(reply string, thinking bool) (string, error) {
-	c := newCall()
-	defer c.free()
-	native.Dsib_chat_parse(reply, chatFlags(thinking), c.p)
-	if err := c.err(); err != nil {
-		return "", err
-	}
-	return c.bytes(), nil
+	return textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_chat_parse(reply, chatFlags(thinking), c) })
 }
 
 // ChatParser parses a reply while it is streamed. One goroutine at a time.
@@ -236,13 +229,7 @@ func (p *ChatParser) Push(text string) (string, error) {
 	if p.ptr == nil {
 		return "", errClosed
 	}
-	c := newCall()
-	defer c.free()
-	native.Dsib_chat_parser_push(p.ptr, text, c.p)
-	if err := c.err(); err != nil {
-		return "", err
-	}
-	return c.bytes(), nil
+	return textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_chat_parser_push(p.ptr, text, c) })
 }
 
 // Finish ends the reply: {"events": [...], "result": {...}} (JSON).
@@ -252,11 +239,5 @@ func (p *ChatParser) Finish() (string, error) {
 	if p.ptr == nil {
 		return "", errClosed
 	}
-	c := newCall()
-	defer c.free()
-	native.Dsib_chat_parser_finish(p.ptr, c.p)
-	if err := c.err(); err != nil {
-		return "", err
-	}
-	return c.bytes(), nil
+	return textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_chat_parser_finish(p.ptr, c) })
 }

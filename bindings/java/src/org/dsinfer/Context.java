@@ -1,6 +1,5 @@
 package org.dsinfer;
 
-import java.lang.ref.Cleaner;
 import java.util.ArrayList;
 import java.util.List;
 import org.dsinfer.internal.SWIGTYPE_p_dsi_context;
@@ -11,74 +10,69 @@ import org.dsinfer.internal.dsinfer_native;
  * call from another thread fails with DsinferException BUSY.
  */
 public final class Context implements AutoCloseable {
-    private static final class Handle implements Runnable {
-        SWIGTYPE_p_dsi_context ptr;
-        final Callbacks sessionCallbacks;                      // the session's log sink
-        final List<Callbacks> abortCallbacks = new ArrayList<>(); // every one set, until free
+    private final Owned<SWIGTYPE_p_dsi_context> handle;
+    private final Session session;
+    private final List<Callbacks> abortCallbacks; // every one set, released with the context
 
-        Handle(Callbacks sessionCallbacks) { this.sessionCallbacks = sessionCallbacks; }
-
-        @Override
-        public synchronized void run() {
-            if (ptr != null) dsinfer_native.dsi_context_free(ptr);
-            ptr = null;
+    /** Takes ownership of ptr and of one reference to the session's and to each abort callbacks. */
+    private Context(Session session, SWIGTYPE_p_dsi_context ptr, List<Callbacks> aborts) {
+        this.session = session;
+        this.abortCallbacks = aborts;
+        Callbacks sessionCallbacks = session.callbacks().retain(); // its log sink serves this context too
+        this.handle = new Owned<>(this, ptr, p -> {
+            dsinfer_native.dsi_context_free(p);
             sessionCallbacks.release();
-            for (Callbacks cb : abortCallbacks) cb.release();
-            abortCallbacks.clear();
-        }
+            synchronized (aborts) {
+                for (Callbacks cb : aborts) cb.release();
+                aborts.clear();
+            }
+        }, "context");
     }
 
-    private final Handle handle;
-    private final Cleaner.Cleanable cleanable;
-    private final Session session;
+    private static List<Callbacks> abortList(Listeners.Abort abort) {
+        List<Callbacks> list = new ArrayList<>();
+        if (abort != null) {
+            Callbacks cb = new Callbacks();
+            cb.abort = abort;
+            list.add(cb);
+        }
+        return list;
+    }
 
-    private Context(Session session, Handle h) {
-        this.session = session;
-        this.handle = h;
-        this.cleanable = Session.CLEANER.register(this, h);
+    private static void releaseAll(List<Callbacks> list) {
+        for (Callbacks cb : list) cb.release();
     }
 
     static Context create(Session session, int nCtx, Listeners.Abort abort) {
-        Handle h = new Handle(session.callbacks().retain());
-        Callbacks cb = null;
-        if (abort != null) {
-            cb = new Callbacks();
-            cb.abort = abort;
-            h.abortCallbacks.add(cb);
-        }
+        List<Callbacks> aborts = abortList(abort);
         try (Native.Call call = new Native.Call()) {
-            h.ptr = dsinfer_native.dsib_context_create(session.ptr(), nCtx, 0, cb, call.ptr);
+            SWIGTYPE_p_dsi_context p = dsinfer_native.dsib_context_create(session.ptr(), nCtx, 0,
+                                                                          aborts.isEmpty() ? null : aborts.get(0), call.ptr);
             if (call.status() != 0) {
-                h.run();
+                releaseAll(aborts);
                 call.check();
             }
+            return new Context(session, p, aborts);
         }
-        return new Context(session, h);
     }
 
-    SWIGTYPE_p_dsi_context ptr() {
-        SWIGTYPE_p_dsi_context p = handle.ptr;
-        if (p == null) throw new IllegalStateException("dsinfer: the context is closed");
-        return p;
-    }
+    SWIGTYPE_p_dsi_context ptr() { return handle.get(); }
 
     /** The session this context was created from. */
     public Session session() { return session; }
 
     /** Frees the context (idempotent). */
     @Override
-    public void close() { cleanable.clean(); }
+    public void close() { handle.close(); }
 
     /** Replaces the abort listener (null clears it); may be called from any thread. */
     public void setAbort(Listeners.Abort abort) {
-        Callbacks cb = null;
-        if (abort != null) {
-            cb = new Callbacks();
-            cb.abort = abort;
-            synchronized (handle) { handle.abortCallbacks.add(cb); }
-        }
+        SWIGTYPE_p_dsi_context p = ptr(); // throws once closed, before anything is kept
+        List<Callbacks> added = abortList(abort);
+        Callbacks cb = added.isEmpty() ? null : added.get(0);
+        synchronized (abortCallbacks) { abortCallbacks.addAll(added); }
         try (Native.Call call = new Native.Call()) {
-            dsinfer_native.dsib_context_set_abort(ptr(), cb, call.ptr);
+            dsinfer_native.dsib_context_set_abort(p, cb, call.ptr);
             call.check();
         }
     }
@@ -138,15 +132,11 @@ public final class Context implements AutoCloseable {
 
     /** A new context sharing this one's tokens and cache pages. */
     public Context fork() {
-        Handle h = new Handle(session.callbacks().retain());
         try (Native.Call call = new Native.Call()) {
-            h.ptr = dsinfer_native.dsib_context_fork(ptr(), call.ptr);
-            if (call.status() != 0) {
-                h.run();
-                call.check();
-            }
+            SWIGTYPE_p_dsi_context p = dsinfer_native.dsib_context_fork(ptr(), call.ptr);
+            call.check();
+            return new Context(session, p, new ArrayList<>());
         }
-        return new Context(session, h);
     }
 
     /** Saved state: tokens, caches, logits, and the sampler's state when sampler is not null. */

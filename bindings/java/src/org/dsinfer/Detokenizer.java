@@ -1,32 +1,18 @@
 package org.dsinfer;
 
-import java.lang.ref.Cleaner;
 import org.dsinfer.internal.SWIGTYPE_p_dsi_detokenizer;
 import org.dsinfer.internal.dsinfer_native;
 
 /** Streaming ids -> text: only whole UTF-8 characters come out. One thread at a time. */
 public final class Detokenizer implements AutoCloseable {
-    private static final class Handle implements Runnable {
-        SWIGTYPE_p_dsi_detokenizer ptr;
-
-        @Override
-        public synchronized void run() {
-            if (ptr != null) dsinfer_native.dsi_detokenizer_free(ptr);
-            ptr = null;
-        }
-    }
-
-    private final Handle handle = new Handle();
-    private final Cleaner.Cleanable cleanable;
+    private final Owned<SWIGTYPE_p_dsi_detokenizer> handle;
 
     Detokenizer(SWIGTYPE_p_dsi_detokenizer ptr) {
-        handle.ptr = ptr;
-        cleanable = Session.CLEANER.register(this, handle);
+        handle = new Owned<>(this, ptr, dsinfer_native::dsi_detokenizer_free, "detokenizer");
     }
 
     private String next(int id) {
-        SWIGTYPE_p_dsi_detokenizer p = handle.ptr;
-        if (p == null) throw new IllegalStateException("dsinfer: the detokenizer is closed");
+        SWIGTYPE_p_dsi_detokenizer p = handle.get();
         try (Native.Call call = new Native.Call()) {
             dsinfer_native.dsib_detokenizer_next(p, id, call.ptr);
             return call.text();
@@ -43,5 +29,5 @@ public final class Detokenizer implements AutoCloseable {
     public String flush() { return next(-1); }
 
     @Override
-    public void close() { cleanable.clean(); }
+    public void close() { handle.close(); }
 }

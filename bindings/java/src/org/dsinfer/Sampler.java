@@ -1,6 +1,5 @@
 package org.dsinfer;
 
-import java.lang.ref.Cleaner;
 import org.dsinfer.internal.SWIGTYPE_p_dsi_sampler;
 import org.dsinfer.internal.SamplerParams;
 import org.dsinfer.internal.dsinfer_native;
@@ -21,18 +20,7 @@ public final class Sampler implements AutoCloseable {
         public Params seed(long s) { seed = s; return this; }
     }
 
-    private static final class Handle implements Runnable {
-        SWIGTYPE_p_dsi_sampler ptr;
-
-        @Override
-        public synchronized void run() {
-            if (ptr != null) dsinfer_native.dsi_sampler_free(ptr);
-            ptr = null;
-        }
-    }
-
-    private final Handle handle = new Handle();
-    private final Cleaner.Cleanable cleanable;
+    private final Owned<SWIGTYPE_p_dsi_sampler> handle;
 
     /** A sampler with the given parameters. */
     public Sampler(Params p) {
@@ -48,11 +36,11 @@ public final class Sampler implements AutoCloseable {
         sp.setPenalty_last_n(p.penaltyLastN);
         sp.setSeed(p.seed);
         try (Native.Call call = new Native.Call()) {
-            handle.ptr = dsinfer_native.dsib_sampler_create(sp, call.ptr);
+            SWIGTYPE_p_dsi_sampler s = dsinfer_native.dsib_sampler_create(sp, call.ptr);
             sp.delete();
             call.check();
+            handle = new Owned<>(this, s, dsinfer_native::dsi_sampler_free, "sampler");
         }
-        cleanable = Session.CLEANER.register(this, handle);
     }
 
     /** The default chain with a seed. */
@@ -61,14 +49,10 @@ public final class Sampler implements AutoCloseable {
     /** Greedy: the argmax (lowest id on ties). */
     public static Sampler greedy() { return new Sampler(new Params().temperature(0)); }
 
-    SWIGTYPE_p_dsi_sampler ptr() {
-        SWIGTYPE_p_dsi_sampler p = handle.ptr;
-        if (p == null) throw new IllegalStateException("dsinfer: the sampler is closed");
-        return p;
-    }
+    SWIGTYPE_p_dsi_sampler ptr() { return handle.get(); }
 
     @Override
-    public void close() { cleanable.clean(); }
+    public void close() { handle.close(); }
 
     /** The next token from ctx's last logits (not appended: evaluate it next). */
     public int sample(Context ctx) {

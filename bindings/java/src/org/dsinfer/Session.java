@@ -1,6 +1,5 @@
 package org.dsinfer;
 
-import java.lang.ref.Cleaner;
 import java.util.Arrays;
 import org.dsinfer.internal.SWIGTYPE_p_dsi_session;
 import org.dsinfer.internal.SWIGTYPE_p_dsib_batch;
@@ -14,8 +13,6 @@ import org.dsinfer.internal.dsinfer_native;
  * and threads. Close it when done; contexts created from it keep working after that.
  */
 public final class Session implements AutoCloseable {
-    static final Cleaner CLEANER = Cleaner.create();
-
     /** What {@link #open(String, Options)} takes; the defaults are the library's. */
     public static final class Options {
         String backend = "auto";
@@ -38,36 +35,21 @@ public final class Session implements AutoCloseable {
         public Options log(Listeners.Log l, int minLevel) { log = l; logLevel = minLevel; return this; }
     }
 
-    private static final class Handle implements Runnable {
-        SWIGTYPE_p_dsi_session ptr;
-        final Callbacks callbacks;
-
-        Handle(SWIGTYPE_p_dsi_session ptr, Callbacks callbacks) {
-            this.ptr = ptr;
-            this.callbacks = callbacks;
-        }
-
-        @Override
-        public synchronized void run() {
-            if (ptr == null) return;
-            dsinfer_native.dsi_session_free(ptr);
-            ptr = null;
-            callbacks.release();
-        }
-    }
-
-    private final Handle handle;
-    private final Cleaner.Cleanable cleanable;
+    private final Owned<SWIGTYPE_p_dsi_session> handle;
+    private final Callbacks callbacks;
     private final int nVocab;
 
     static {
         Native.ensureLoaded();
     }
 
-    private Session(Handle h) {
-        handle = h;
-        cleanable = CLEANER.register(this, h);
-        nVocab = dsinfer_native.dsi_session_n_vocab(h.ptr);
+    private Session(SWIGTYPE_p_dsi_session ptr, Callbacks cb) {
+        callbacks = cb;
+        handle = new Owned<>(this, ptr, p -> {
+            dsinfer_native.dsi_session_free(p);
+            cb.release();
+        }, "session");
+        nVocab = dsinfer_native.dsi_session_n_vocab(ptr);
     }
 
     /** Opens a checkpoint directory with the default options. */
@@ -97,21 +79,17 @@ public final class Session implements AutoCloseable {
                 cb.release();
                 call.check();
             }
-            return new Session(new Handle(s, cb));
+            return new Session(s, cb);
         }
     }
 
-    SWIGTYPE_p_dsi_session ptr() {
-        SWIGTYPE_p_dsi_session p = handle.ptr;
-        if (p == null) throw new IllegalStateException("dsinfer: the session is closed");
-        return p;
-    }
+    SWIGTYPE_p_dsi_session ptr() { return handle.get(); }
 
-    Callbacks callbacks() { return handle.callbacks; }
+    Callbacks callbacks() { return callbacks; }
 
     /** Frees the application's handle (idempotent); contexts keep the model until they close. */
     @Override
-    public void close() { cleanable.clean(); }
+    public void close() { handle.close(); }
 
     public int nVocab() { return nVocab; }
     public int nCtxTrain() { return dsinfer_native.dsi_session_n_ctx_train(ptr()); }

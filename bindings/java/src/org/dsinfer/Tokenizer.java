@@ -1,6 +1,5 @@
 package org.dsinfer;
 
-import java.lang.ref.Cleaner;
 import java.nio.charset.StandardCharsets;
 import org.dsinfer.internal.SWIGTYPE_p_dsi_tokenizer;
 import org.dsinfer.internal.dsinfer_native;
@@ -12,30 +11,12 @@ import org.dsinfer.internal.dsinfer_native;
 public final class Tokenizer implements AutoCloseable {
     public static final int PARSE_SPECIAL = 1, ADD_SPECIAL = 2;
 
-    private static final class Handle implements Runnable {
-        SWIGTYPE_p_dsi_tokenizer ptr;
-        final boolean owned;
-
-        Handle(SWIGTYPE_p_dsi_tokenizer ptr, boolean owned) {
-            this.ptr = ptr;
-            this.owned = owned;
-        }
-
-        @Override
-        public synchronized void run() {
-            if (ptr != null && owned) dsinfer_native.dsi_tokenizer_free(ptr);
-            ptr = null;
-        }
-    }
-
-    private final Handle handle;
-    private final Cleaner.Cleanable cleanable;
+    private final Owned<SWIGTYPE_p_dsi_tokenizer> handle;
     private final Session session; // the owner of a session's tokenizer, else null
 
     Tokenizer(SWIGTYPE_p_dsi_tokenizer ptr, Session session) {
-        this.handle = new Handle(ptr, session == null);
         this.session = session;
-        this.cleanable = Session.CLEANER.register(this, handle);
+        this.handle = new Owned<>(this, ptr, session == null ? dsinfer_native::dsi_tokenizer_free : p -> {}, "tokenizer");
     }
 
     /** Loads a tokenizer.json. */
@@ -49,14 +30,13 @@ public final class Tokenizer implements AutoCloseable {
     }
 
     SWIGTYPE_p_dsi_tokenizer ptr() {
-        SWIGTYPE_p_dsi_tokenizer p = handle.ptr;
-        if (p == null) throw new IllegalStateException("dsinfer: the tokenizer is closed");
+        SWIGTYPE_p_dsi_tokenizer p = handle.get();
         if (session != null) session.ptr(); // throws once the session is closed
         return p;
     }
 
     @Override
-    public void close() { cleanable.clean(); }
+    public void close() { handle.close(); }
 
     public int nVocab() { return dsinfer_native.dsi_tokenizer_n_vocab(ptr()); }
 
