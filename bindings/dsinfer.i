@@ -101,7 +101,7 @@
 %include <arrays_java.i>
 /* Seeds as Java long (two's complement of the uint64). */
 %apply int64_t { uint64_t };
-/* (const char *STRING, size_t LENGTH) is byte[] in (java.swg); writable buffers too. */
+/* Text as byte[] (java.swg's (const char *STRING, size_t LENGTH)); writable buffers too. */
 %apply (const char *STRING, size_t LENGTH) { (const char *bytes, size_t n_bytes) };
 %apply (char *STRING, size_t LENGTH) { (char *buf, size_t cap) };
 %apply (const char *STRING, size_t LENGTH) { (const char *text, size_t length) };
