@@ -16,6 +16,27 @@ namespace Dsinfer
         public LogHandler Log;
     }
 
+    /// <summary>The state of a session's cache pool (dsi_cache_stats): pages of all its contexts.</summary>
+    public sealed class CacheStats
+    {
+        public readonly ulong BudgetBytes, PageBytes;
+        public readonly int PageTokens;
+        public readonly long NPages, PagesInUse, PagesShared, PagesCached, PagesFree, NContexts;
+
+        internal CacheStats(Dsinfer.Internal.CacheStats s)
+        {
+            BudgetBytes = s.budget_bytes;
+            PageBytes = s.page_bytes;
+            PageTokens = s.page_tokens;
+            NPages = s.n_pages;
+            PagesInUse = s.pages_in_use;
+            PagesShared = s.pages_shared;
+            PagesCached = s.pages_cached;
+            PagesFree = s.pages_free;
+            NContexts = s.n_contexts;
+        }
+    }
+
     /// <summary>One item of Session.EvalBatch: ids appended to a context.</summary>
     public sealed class BatchItem
     {
@@ -72,9 +93,21 @@ namespace Dsinfer
             Callbacks.Release();
         }
 
+        public int NCtxTrain => DsinferNative.dsi_session_n_ctx_train(Ptr);
         public int BosToken => DsinferNative.dsi_session_bos_token(Ptr);
         public int EosToken => DsinferNative.dsi_session_eos_token(Ptr);
         public string Describe() => DsinferNative.dsi_session_describe(Ptr);
+
+        public CacheStats CacheStats()
+        {
+            using (var s = new Dsinfer.Internal.CacheStats())
+            using (var call = new Call())
+            {
+                DsinferNative.dsib_session_cache_stats(Ptr, s, call.Ptr);
+                call.Check();
+                return new CacheStats(s);
+            }
+        }
 
         public int[] EogTokens()
         {

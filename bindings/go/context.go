@@ -119,6 +119,22 @@ func (c *Context) Len() int {
 	return native.Dsi_context_length(c.ptr)
 }
 
+// NCtx is the context's capacity in tokens (0 once closed).
+func (c *Context) NCtx() int {
+	if c.ptr == nil {
+		return 0
+	}
+	return native.Dsi_context_n_ctx(c.ptr)
+}
+
+// ReusedTokens counts the tokens taken from cached pages of a shared prefix.
+func (c *Context) ReusedTokens() int {
+	if c.ptr == nil {
+		return 0
+	}
+	return native.Dsi_context_reused_tokens(c.ptr)
+}
+
 // Tokens is the token history.
 func (c *Context) Tokens() []int32 {
 	if c.ptr == nil {

@@ -177,6 +177,31 @@ func TestMissingModel(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != StatusIO || !strings.Contains(e.Message, "tokenizer.json") {
 		t.Fatalf("tokenizer: %v", err)
 	}
+	// Each error carries its own call's message, however goroutines move between threads.
+	var wg sync.WaitGroup
+	bad := make(chan string, 1)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				path := fmt.Sprintf("/nonexistent/g%d-%d/tokenizer.json", g, i)
+				if _, err := LoadTokenizer(path); err == nil || !strings.Contains(err.Error(), path) {
+					select {
+					case bad <- fmt.Sprintf("%s: %v", path, err):
+					default:
+					}
+				}
+				runtime.Gosched()
+			}
+		}(g)
+	}
+	wg.Wait()
+	select {
+	case m := <-bad:
+		t.Fatalf("message of another call: %s", m)
+	default:
+	}
 }
 
 func TestGC(t *testing.T) {
@@ -363,6 +388,9 @@ func TestBatchState(t *testing.T) {
 	if !reflect.DeepEqual(ok(b.Logits(-1)), ok(r.Logits(-1))) {
 		t.Fatal("batch logits differ from a single evaluation")
 	}
+	if st := ok(s.CacheStats()); st.NContexts != 3 || st.PagesInUse < 3 || st.PageTokens != 64 {
+		t.Fatalf("cache stats %+v", st)
+	}
 	p := DefaultSamplerParams()
 	p.Seed = 3
 	smp := ok(NewSampler(p))
@@ -378,5 +406,15 @@ func TestBatchState(t *testing.T) {
 	if again := ok(c.Generate(smp2, 8, nil)); !reflect.DeepEqual(again, first) {
 		t.Fatalf("restored state: %v != %v", again, first)
 	}
-	t.Logf("batch of 2 equals single; state of %d bytes continues the same", len(state))
+	file := t.TempDir() + "/état-状態.state" // a UTF-8 path
+	f := ok(a.Fork())
+	defer f.Close()
+	g := ctx()
+	defer g.Close()
+	noErr(f.SaveStateFile(file, nil))
+	noErr(g.LoadStateFile(file, nil))
+	if !reflect.DeepEqual(g.Tokens(), a.Tokens()) || !reflect.DeepEqual(ok(g.Logits(-1)), ok(a.Logits(-1))) {
+		t.Fatal("state file")
+	}
+	t.Logf("batch of 2 equals single; state of %d bytes continues the same; fork saved to a file and loaded back", len(state))
 }

@@ -93,15 +93,52 @@ func (s *Session) Close() error {
 // NVocab is the model's vocabulary size.
 func (s *Session) NVocab() int { return s.nVocab }
 
-// EosToken is config.json's eos_token_id, or -1.
-func (s *Session) EosToken() int {
+// CacheStats is the state of a session's cache pool (dsi_cache_stats): pages of all its contexts.
+type CacheStats struct {
+	BudgetBytes, PageBytes                                             int64
+	PageTokens                                                         int
+	NPages, PagesInUse, PagesShared, PagesCached, PagesFree, NContexts int64
+}
+
+// CacheStats reads the pool's current state.
+func (s *Session) CacheStats() (CacheStats, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ptr, err := s.handle()
+	if err != nil {
+		return CacheStats{}, err
+	}
+	st := native.NewDsi_cache_stats()
+	defer native.DeleteDsi_cache_stats(st)
+	c := newCall()
+	defer c.free()
+	native.Dsib_session_cache_stats(ptr, st, c.p)
+	if err := c.err(); err != nil {
+		return CacheStats{}, err
+	}
+	return CacheStats{BudgetBytes: st.GetBudget_bytes(), PageBytes: st.GetPage_bytes(), PageTokens: st.GetPage_tokens(),
+		NPages: st.GetN_pages(), PagesInUse: st.GetPages_in_use(), PagesShared: st.GetPages_shared(),
+		PagesCached: st.GetPages_cached(), PagesFree: st.GetPages_free(), NContexts: st.GetN_contexts()}, nil
+}
+
+// value reads an accessor of the open session (def once closed).
+func (s *Session) value(def int, f func(native.Struct_SS_dsi_session) int) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.ptr == nil {
-		return -1
+		return def
 	}
-	return native.Dsi_session_eos_token(s.ptr)
+	return f(s.ptr)
 }
+
+// NCtxTrain is the model's max_position_embeddings.
+func (s *Session) NCtxTrain() int { return s.value(0, native.Dsi_session_n_ctx_train) }
+
+// BosToken is config.json's bos_token_id, or -1.
+func (s *Session) BosToken() int { return s.value(-1, native.Dsi_session_bos_token) }
+
+// EosToken is config.json's eos_token_id, or -1.
+func (s *Session) EosToken() int { return s.value(-1, native.Dsi_session_eos_token) }
 
 // Describe is a one-line description of the model.
 func (s *Session) Describe() string {

@@ -60,6 +60,27 @@ func (t *Tokenizer) with(f func(native.Struct_SS_dsi_tokenizer) error) error {
 	return f(t.ptr)
 }
 
+// NVocab is the number of ids including added tokens.
+func (t *Tokenizer) NVocab() int {
+	n := 0
+	_ = t.with(func(p native.Struct_SS_dsi_tokenizer) error {
+		n = native.Dsi_tokenizer_n_vocab(p)
+		return nil
+	})
+	return n
+}
+
+// Piece is the raw bytes of one token (part of a UTF-8 character for some byte-level tokens).
+func (t *Tokenizer) Piece(id int32) ([]byte, error) {
+	var piece string
+	err := t.with(func(p native.Struct_SS_dsi_tokenizer) error {
+		var err error
+		piece, err = textCall(func(c native.Struct_SS_dsib_call) { native.Dsib_tokenizer_token_to_piece(p, int(id), c) })
+		return err
+	})
+	return []byte(piece), err
+}
+
 // Tokenize encodes text (flags: ParseSpecial, AddSpecial).
 func (t *Tokenizer) Tokenize(text string, flags uint) ([]int32, error) {
 	var ids []int32

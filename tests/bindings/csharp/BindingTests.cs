@@ -309,6 +309,8 @@ static class BindingTests
             s.EvalBatch(new BatchItem(a, new[] { 5, 6, 7, 8 }), new BatchItem(b, new[] { 9, 10 }));
             r.Eval(new[] { 9, 10 });
             Check(b.Logits().SequenceEqual(r.Logits()), "batch logits equal single evaluation");
+            var st = s.CacheStats();
+            Check(st.NContexts == 3 && st.PagesInUse >= 3 && st.PageTokens == 64, "cache stats");
             using (var smp = new Sampler(seed: 3))
             {
                 var state = a.SaveState(smp);
@@ -319,7 +321,22 @@ static class BindingTests
                     c.LoadState(state, smp2);
                     Check(c.Generate(smp2, 8).SequenceEqual(first), "restored state continues the same");
                 }
-                Console.WriteLine("batch of 2 equals single; state of " + state.Length + " bytes continues the same");
+                var dir = Path.Combine(Path.GetTempPath(), "dsinfer-" + Guid.NewGuid());
+                Directory.CreateDirectory(dir);
+                var file = Path.Combine(dir, "état-状態.state"); // a UTF-8 path
+                try
+                {
+                    using (var f = a.Fork())
+                    using (var g = s.NewContext(256))
+                    {
+                        f.SaveStateFile(file);
+                        g.LoadStateFile(file);
+                        Check(g.Tokens().SequenceEqual(a.Tokens()) && g.Logits().SequenceEqual(a.Logits()), "state file");
+                    }
+                }
+                finally { Directory.Delete(dir, true); }
+                Console.WriteLine("batch of 2 equals single; state of " + state.Length + " bytes continues the same;" +
+                                  " fork saved to " + Path.GetFileName(file) + " and loaded back");
             }
         }
     }

@@ -283,13 +283,15 @@ public class BindingTests {
     }
 
     /** Batched evaluation equals one-by-one; saved state continues exactly. */
-    static void batchState() {
+    static void batchState() throws Exception {
         try (Session s = Session.open(demo, cpu()); Context a = s.newContext(256, null); Context b = s.newContext(256, null);
              Context ref = s.newContext(256, null)) {
             int[] pa = {5, 6, 7, 8}, pb = {9, 10};
             s.evalBatch(new Session.BatchItem(a, pa), new Session.BatchItem(b, pb));
             ref.eval(pb);
             check(Arrays.equals(b.logits(), ref.logits()), "batch logits equal single evaluation");
+            Session.CacheStats st = s.cacheStats();
+            check(st.nContexts == 3 && st.pagesInUse >= 3 && st.pageTokens == 64, "cache stats");
             try (Sampler smp = new Sampler(3)) {
                 byte[] state = a.saveState(smp);
                 int[] first = a.generate(smp, 8, null);
@@ -297,7 +299,17 @@ public class BindingTests {
                     c.loadState(state, smp2);
                     check(Arrays.equals(c.generate(smp2, 8, null), first), "restored state continues the same");
                 }
-                System.out.println("batch of 2 equals single; state of " + state.length + " bytes continues the same");
+                Path file = Files.createTempDirectory("dsinfer").resolve("état-状態.state"); // a UTF-8 path
+                try (Context f = a.fork(); Context g = s.newContext(256, null)) {
+                    f.saveStateFile(file.toString(), null);
+                    g.loadStateFile(file.toString(), null);
+                    check(Arrays.equals(g.tokens(), a.tokens()) && Arrays.equals(g.logits(), a.logits()), "state file");
+                } finally {
+                    Files.deleteIfExists(file);
+                    Files.deleteIfExists(file.getParent());
+                }
+                System.out.println("batch of 2 equals single; state of " + state.length + " bytes continues the same;"
+                                   + " fork saved to " + file.getFileName() + " and loaded back");
             }
         }
     }

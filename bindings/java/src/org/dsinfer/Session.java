@@ -97,6 +97,35 @@ public final class Session implements AutoCloseable {
     public int eosToken() { return dsinfer_native.dsi_session_eos_token(ptr()); }
     public String describe() { return dsinfer_native.dsi_session_describe(ptr()); }
 
+    /** The state of the session's cache pool (dsi_cache_stats): pages of all its contexts. */
+    public static final class CacheStats {
+        public final long budgetBytes, pageBytes, nPages, pagesInUse, pagesShared, pagesCached, pagesFree, nContexts;
+        public final int pageTokens;
+
+        CacheStats(org.dsinfer.internal.CacheStats s) {
+            budgetBytes = s.getBudget_bytes();
+            pageBytes = s.getPage_bytes();
+            pageTokens = s.getPage_tokens();
+            nPages = s.getN_pages();
+            pagesInUse = s.getPages_in_use();
+            pagesShared = s.getPages_shared();
+            pagesCached = s.getPages_cached();
+            pagesFree = s.getPages_free();
+            nContexts = s.getN_contexts();
+        }
+    }
+
+    public CacheStats cacheStats() {
+        org.dsinfer.internal.CacheStats s = new org.dsinfer.internal.CacheStats();
+        try (Native.Call call = new Native.Call()) {
+            dsinfer_native.dsib_session_cache_stats(ptr(), s, call.ptr);
+            call.check();
+            return new CacheStats(s);
+        } finally {
+            s.delete();
+        }
+    }
+
     /** The end-of-generation ids. */
     public int[] eogTokens() {
         int n = dsinfer_native.dsib_session_eog_tokens(ptr(), new int[0], 0);
