@@ -3,10 +3,13 @@ using Dsinfer.Internal;
 
 namespace Dsinfer
 {
+    /// <summary>Where a session runs: Auto = CUDA when built in and a GPU is present, else the CPU.</summary>
+    public enum Backend { Auto = 0, Cpu = 1, Cuda = 2 }
+
     /// <summary>What Session.Open takes; the defaults are the library's.</summary>
     public sealed class SessionOptions
     {
-        public dsi_backend Backend = dsi_backend.DSI_BACKEND_AUTO;
+        public Backend Backend = Backend.Auto;
         public int Threads;
         public string TokenizerPath;
         public long CacheBudget;
@@ -66,7 +69,7 @@ namespace Dsinfer
         {
             o = o ?? new SessionOptions();
             var p = DsinferNative.dsi_session_default_params();
-            p.backend = o.Backend;
+            p.backend = (dsi_backend)(int)o.Backend;
             p.n_threads = o.Threads;
             p.cache_budget = (ulong)o.CacheBudget;
             p.log_level = (dsi_log_level)(int)o.LogLevel;

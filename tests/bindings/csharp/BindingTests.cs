@@ -39,7 +39,7 @@ static class BindingTests
     }
 
     // One compute thread: CTest runs cases in parallel and OpenMP threads would oversubscribe the cores.
-    static SessionOptions Cpu(int threads = 1) => new SessionOptions { Backend = Dsinfer.Internal.dsi_backend.DSI_BACKEND_CPU, Threads = threads };
+    static SessionOptions Cpu(int threads = 1) => new SessionOptions { Backend = Backend.Cpu, Threads = threads };
 
     static void Golden()
     {
