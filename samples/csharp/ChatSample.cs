@@ -8,7 +8,11 @@ static class ChatSample
 {
     static void Main(string[] args)
     {
-        using (var session = Session.Open(args[0]))
+        var options = new SessionOptions
+        {
+            Progress = f => { Console.Error.Write($"\rloading {100 * f,3:0}%{(f == 1 ? "\n" : "")}"); return true; }
+        };
+        using (var session = Session.Open(args[0], options))
         using (var ctx = session.NewContext())
         using (var sampler = new Sampler(temperature: 0.7f, seed: 2024))
         using (var parser = new ChatParser())

@@ -10,7 +10,10 @@ import org.dsinfer.Tokenizer;
 
 public class ChatSample {
     public static void main(String[] args) {
-        try (Session session = Session.open(args[0], new Session.Options().progress(f -> true));
+        try (Session session = Session.open(args[0], new Session.Options().progress(f -> {
+                 System.err.printf("\rloading %3.0f%%%s", 100 * f, f == 1 ? "\n" : "");
+                 return true;
+             }));
              Context ctx = session.newContext();
              Sampler sampler = new Sampler(new Sampler.Params().temperature(0.7f).seed(2024));
              ChatParser parser = new ChatParser(false)) {

@@ -18,7 +18,13 @@ func main() {
 }
 
 func run(modelDir string) error {
-	session, err := dsinfer.Open(modelDir, nil)
+	session, err := dsinfer.Open(modelDir, &dsinfer.Options{Progress: func(f float32) bool {
+		fmt.Fprintf(os.Stderr, "\rloading %3.0f%%", 100*f)
+		if f == 1 {
+			fmt.Fprintln(os.Stderr)
+		}
+		return true
+	}})
 	if err != nil {
 		return err
 	}
