@@ -74,4 +74,11 @@ if(DSINFER_BUILD_TESTS)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES LABELS "gpu" TIMEOUT 1200)
   endforeach()
+  # The serving stress test on the CUDA backend in both precisions (what "equal" means
+  # there: tests/test_serving_stress.cpp). Not named test_serving_stress*: CI selects that.
+  foreach(precision f32 fast)
+    add_test(NAME cuda_serving_stress_${precision} COMMAND test_serving_stress)
+    set_tests_properties(cuda_serving_stress_${precision} PROPERTIES LABELS "gpu;serving" TIMEOUT 1200
+      ENVIRONMENT "DSI_TEST_BACKEND=cuda;DSI_TEST_PRECISION=${precision}")
+  endforeach()
 endif()

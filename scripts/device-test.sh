@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds and runs everything GPU-side on a machine with an NVIDIA GPU (Hopper: sm_90a):
 # the op harness (test_cuda_ops), the golden / refdims / sweep references through the
-# CUDA backend (f32 held to the CPU tolerances; fast measured by test_cuda_fast), compute-sanitizer memcheck + racecheck, benchmarks.
-#   bash scripts/device-test.sh [STEP...]     STEP: info build ops refs cli fast sanitize bench (default: all)
+# CUDA backend (f32 held to the CPU tolerances; fast measured by test_cuda_fast), the
+# serving stress test on CUDA, the torch emulation of fast's FP8 GEMM, compute-sanitizer
+# memcheck + racecheck, benchmarks.
+#   bash scripts/device-test.sh [STEP...]
+#   STEP: info build ops refs cli fast stress emulate sanitize bench (default: all)
 # Environment: RACECHECK_CASES (doctest -tc filter), SKIP_CEILINGS, BUILD_DIR (default build-cuda), LOG_DIR (default $BUILD_DIR/logs; the lent
 # device writes to $OUT), DEPS_PREFIX (a prefix holding doctest / nlohmann-json / PCRE2
 # when they are not installed system-wide), JOBS.
@@ -15,7 +18,7 @@ LOG_DIR=${LOG_DIR:-$BUILD_DIR/logs}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$LOG_DIR"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs cli fast sanitize bench)
+[ ${#steps[@]} -eq 0 ] && steps=(info build ops refs cli fast stress emulate sanitize bench)
 status=0
 run() {  # run NAME CMD...: logs to $LOG_DIR/NAME.log, records failure, continues
     local name=$1; shift
@@ -80,12 +83,28 @@ PY
         done
         ;;
     fast)
-        # The fast precision measured on every reference case (stated tolerance inside).
-        run fast "$BUILD_DIR/test_cuda_fast"
+        # The fast precision against f32 on every reference case and the demo model
+        # (stated tolerances inside); the FP8 layer-0 output of tiny-fp8 case0 is kept for
+        # the emulate step.
+        mkdir -p "$LOG_DIR/dump"
+        DSI_FAST_DUMP="$LOG_DIR/dump" run fast "$BUILD_DIR/test_cuda_fast"
+        ;;
+    stress)
+        # The batched serving stress test (8 threads x 50 contexts on one session) on the
+        # CUDA backend, both precisions (what "equal" means there: its header).
+        for p in f32 fast; do
+            DSI_TEST_BACKEND=cuda DSI_TEST_PRECISION=$p run "stress_$p" "$BUILD_DIR/tests/test_serving_stress"
+        done
+        ;;
+    emulate)
+        # fast's FP8 GEMM on tiny-fp8 case0 re-done in torch float64, and every FP8 GEMM of
+        # the demo model emulated in torch (docs/ACCURACY.md).
+        run emulate python3 scripts/emulate_fast_fp8.py --data tests/data --dump "$LOG_DIR/dump" --demo
         ;;
     sanitize)
         command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not found"; status=1; continue; }
-        cs=(compute-sanitizer --error-exitcode=1 --print-limit=20)
+        # SANITIZE_TIMEOUT (s) bounds each instrumented run (default 900).
+        cs=(timeout "${SANITIZE_TIMEOUT:-900}" compute-sanitizer --error-exitcode=1 --print-limit=20)
         # The harness without its largest shapes (DSI_TEST_SMALL): instrumented kernels are slow.
         DSI_TEST_SMALL=1 run memcheck_ops "${cs[@]}" --tool memcheck "$BUILD_DIR/test_cuda_ops"
         DSI_TEST_SMALL=1 run racecheck_ops "${cs[@]}" --tool racecheck "$BUILD_DIR/test_cuda_ops" \
@@ -95,9 +114,15 @@ PY
         ;;
     bench)
         [ -z "${SKIP_CEILINGS:-}" ] && run ceilings python3 scripts/bench_ceilings.py
-        # The demo model (512 positions at most): CPU on all cores vs CUDA, both precisions.
-        for b in "$(nproc) 448 64 cpu" "1 448 64 cuda f32" "1 448 64 cuda fast"; do
-            run "bench_demo_${b// /_}" "$BUILD_DIR/samples/bench_engine" models/demo $b
+        # The demo model (512 positions at most): CPU on all cores vs CUDA, both precisions;
+        # one sequence (prefill 448, 64 decode steps) and 16 through dsi_session_eval_batch
+        # (prefill 16 x 256 = 4096 tokens in one batch, 64 decode steps of 16 tokens).
+        for e in "$(nproc) cpu f32" "1 cuda f32" "1 cuda fast"; do
+            read -r threads backend precision <<<"$e"
+            run "bench_demo_${backend}_${precision}_1" "$BUILD_DIR/samples/bench_engine" models/demo \
+                "$threads" 448 64 "$backend" "$precision" 1
+            run "bench_demo_${backend}_${precision}_16" "$BUILD_DIR/samples/bench_engine" models/demo \
+                "$threads" 256 64 "$backend" "$precision" 16
         done
         # 1 dense + 1 MoE layer at the released dims, random FP8 weights: prefill 4096
         # tokens, then 16 decode steps at 4K context.
@@ -115,7 +140,7 @@ done
 echo "== summary (logs: $LOG_DIR)"
 for f in "$LOG_DIR"/*.log; do
     [ -f "$f" ] || continue
-    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] [a-z]|max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP" "$f" \
+    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] |max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP|^emulated|CUDA fast vs|^demo text|cuda (f32|fast):" "$f" \
         | grep -v "layer [0-9] top-k" | sed "s|^|$(basename "$f" .log): |" | cut -c1-220
 done
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/device-test-logs.tar.gz" -C "$LOG_DIR" .; fi

@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -122,7 +123,15 @@ public:
     cuda::KeyFormat key_format() const { return f32() ? cuda::KeyFormat::F32 : cuda::KeyFormat::FP8; }
     // FP8 keys (and queries) are Hadamard-rotated as in DeepSeek's reference where the
     // transform exists: index dims that are powers of two up to 1024 (128 when released).
-    bool rotate_index(int64_t dim) const { return !f32() && dim > 0 && dim <= 1024 && (dim & (dim - 1)) == 0; }
+    bool rotate_index(int64_t dim) const {
+        return !f32() && hadamard_ && dim > 0 && dim <= 1024 && (dim & (dim - 1)) == 0;
+    }
+    // DSI_CUDA_INDEXER_HADAMARD=0 leaves FP8 index keys unrotated: a measurement switch
+    // (tests/cuda/test_cuda_fast.cpp, docs/ACCURACY.md), not a product setting.
+    const bool hadamard_ = [] {
+        const char *v = std::getenv("DSI_CUDA_INDEXER_HADAMARD");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
     size_t mla_page_bytes(const CacheDims &d) const {
         return static_cast<size_t>(kPageTokens * (d.kv_lora_rank + d.rope_dim) * (f32() ? 4 : 2));
     }
