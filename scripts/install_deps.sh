@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(cmake g++ make pkg-config git ca-certificates
           doctest-dev libpcre2-dev nlohmann-json3-dev
           libflatbuffers-dev flatbuffers-compiler swig libreadline-dev
-          clang libclang-rt-14-dev libomp-14-dev)  # fuzzers (libFuzzer) and ThreadSanitizer
+          clang libclang-rt-14-dev libomp-14-dev   # fuzzers (libFuzzer) and ThreadSanitizer
+          default-jdk-headless mono-mcs mono-runtime golang-go)  # Java, C# and Go bindings
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
