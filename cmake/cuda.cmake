@@ -74,6 +74,9 @@ if(DSINFER_BUILD_TESTS)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES LABELS "gpu" TIMEOUT 1200)
   endforeach()
+  # Kernel benchmarks (not tests): docs/PERF.md.
+  add_executable(bench_mla ${PROJECT_SOURCE_DIR}/tests/cuda/bench_mla.cpp)
+  target_link_libraries(bench_mla PRIVATE dsinfer_internal)
   # The serving stress test on the CUDA backend in both precisions (what "equal" means
   # there: tests/test_serving_stress.cpp). Not named test_serving_stress*: CI selects that.
   foreach(precision f32 fast)

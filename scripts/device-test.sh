@@ -52,6 +52,10 @@ for step in "${steps[@]}"; do
         ;;
     ops)
         run ops "$BUILD_DIR/test_cuda_ops"
+        # Device selection (the last visible GPU, driven from a second thread) and one decode
+        # step captured into a CUDA graph (no host sync; launch counts). DSI_BENCH_CKPT adds
+        # the released dims (the bench step makes that checkpoint).
+        run session "$BUILD_DIR/test_cuda_session"
         ;;
     refs)
         # The CPU engine's references through the CUDA backend's f32 precision, held to the
@@ -131,6 +135,8 @@ PY
         for p in fast f32; do
             run "bench_layers_$p" "$BUILD_DIR/samples/bench_engine" "$BENCH_CKPT" 1 4096 16 cuda $p
         done
+        run bench_mla "$BUILD_DIR/bench_mla"
+        DSI_BENCH_CKPT=$BENCH_CKPT run session_real_dims "$BUILD_DIR/test_cuda_session" -tc='one decode step*'
         ;;
     *) echo "unknown step $step"; status=1 ;;
     esac
@@ -140,7 +146,7 @@ done
 echo "== summary (logs: $LOG_DIR)"
 for f in "$LOG_DIR"/*.log; do
     [ -f "$f" ] || continue
-    grep -h -E "^cli |worst normalised|^  [a-z].*\(|test_cuda_fast\] |max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP|^emulated|CUDA fast vs|^demo text|cuda (f32|fast):" "$f" \
+    grep -h -E "^cli |\[test_cuda_session\] |worst normalised|^  [a-z].*\(|test_cuda_fast\] |max\|diff\||greedy|^\||ERROR SUMMARY|RACECHECK SUMMARY|Status:|declines|TB/s|TFLOP|^emulated|CUDA fast vs|^demo text|cuda (f32|fast):" "$f" \
         | grep -v "layer [0-9] top-k" | sed "s|^|$(basename "$f" .log): |" | cut -c1-220
 done
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/device-test-logs.tar.gz" -C "$LOG_DIR" .; fi

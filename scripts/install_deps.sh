@@ -7,7 +7,8 @@ packages=(cmake g++ make pkg-config git ca-certificates
           libflatbuffers-dev flatbuffers-compiler swig libreadline-dev
           libcpp-httplib-dev  # dsinfer serve (HTTP)
           chromium            # the server tests load the chat page headless
-          clang libclang-rt-14-dev libomp-14-dev)  # fuzzers (libFuzzer) and ThreadSanitizer
+          clang libclang-rt-14-dev libomp-14-dev   # fuzzers (libFuzzer) and ThreadSanitizer
+          default-jdk-headless mono-mcs mono-runtime golang-go)  # Java, C# and Go bindings
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,13 +6,18 @@ namespace dsi::cuda {
 namespace {
 
 // One warp per (row, 128-column block).
-__global__ void quantize_fp8_kernel(const float *x, int64_t rows, int64_t K, int64_t ldx, uint8_t *q,
-                                    float *scale) {
+__global__ void quantize_fp8_kernel(const float *x, int64_t rows, int64_t padded_rows, int64_t K, int64_t ldx,
+                                    uint8_t *q, float *scale) {
     const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x & 31;
     const int64_t blocks = (K + 127) / 128;
-    if (warp >= rows * blocks) return;
+    if (warp >= padded_rows * blocks) return;
     const int64_t r = warp / blocks, b = warp % blocks;
+    if (r >= rows) {  // padding row: zero values, zero scale
+        for (int64_t c = b * 128 + lane; c < K && c < b * 128 + 128; c += 32) q[r * K + c] = 0;
+        if (lane == 0) scale[b * padded_rows + r] = 0.0f;
+        return;
+    }
     float v[4], amax = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -27,7 +32,7 @@ __global__ void quantize_fp8_kernel(const float *x, int64_t rows, int64_t K, int
         const int64_t c = b * 128 + lane + 32 * i;
         if (c < K) q[r * K + c] = float_to_fp8(v[i] / s);
     }
-    if (lane == 0) scale[b * rows + r] = s;
+    if (lane == 0) scale[b * padded_rows + r] = s;
 }
 
 __global__ void widen_bf16_kernel(const __nv_bfloat16 *x, int64_t n, float *y) {
@@ -37,11 +42,12 @@ __global__ void widen_bf16_kernel(const __nv_bfloat16 *x, int64_t n, float *y) {
 
 }  // namespace
 
-cudaError_t launch_quantize_fp8(const float *x, int64_t rows, int64_t K, int64_t ldx, uint8_t *q,
-                                float *scale, cudaStream_t stream) {
-    const int64_t warps = rows * ((K + 127) / 128);
+cudaError_t launch_quantize_fp8(const float *x, int64_t rows, int64_t padded_rows, int64_t K, int64_t ldx,
+                                uint8_t *q, float *scale, cudaStream_t stream) {
+    if (padded_rows < rows) return cudaErrorInvalidValue;
+    const int64_t warps = padded_rows * ((K + 127) / 128);
     if (warps == 0) return cudaSuccess;
-    quantize_fp8_kernel<<<ceil_div(warps * 32, 256), 256, 0, stream>>>(x, rows, K, ldx, q, scale);
+    quantize_fp8_kernel<<<ceil_div(warps * 32, 256), 256, 0, stream>>>(x, rows, padded_rows, K, ldx, q, scale);
     return cudaGetLastError();
 }
 
@@ -111,28 +117,37 @@ Fp8Gemm::Plan &Fp8Gemm::plan(int64_t out, int64_t K, int64_t tokens) {
 cublasStatus_t Fp8Gemm::run(const uint8_t *w, const float *w_scale, int64_t out, int64_t K, const uint8_t *xq,
                             const float *x_scale, int64_t tokens, float *y, cudaStream_t stream) {
     if (!handle_) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (!shape_ok(out, K)) return CUBLAS_STATUS_NOT_SUPPORTED;
-    Plan &p = plan(out, K, tokens);
+    if (!shape_ok(out, K) || tokens <= 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const int64_t padded = padded_tokens(tokens);
+    Plan &p = plan(out, K, padded);
     if (!p.ok) return CUBLAS_STATUS_NOT_SUPPORTED;
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale));
     const float alpha = 1.0f, beta = 0.0f;
-    if (!p.bf16_out)
-        return cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_,
-                              workspace_bytes_, stream);
-    const int64_t n = out * tokens;
-    void *tmp = nullptr;
-    if (cudaMallocAsync(&tmp, n * sizeof(__nv_bfloat16), stream) != cudaSuccess) {
+    // The product's rows [tokens, out] are the leading out * tokens values of D: with
+    // padding (or bf16 D) compute into stream-ordered scratch, then keep that prefix.
+    const bool direct = !p.bf16_out && padded == tokens;
+    void *ws = nullptr, *tmp = nullptr;
+    if (cudaMallocAsync(&ws, workspace_bytes_, stream) != cudaSuccess ||
+        (!direct && cudaMallocAsync(&tmp, out * padded * (p.bf16_out ? sizeof(__nv_bfloat16) : sizeof(float)),
+                                    stream) != cudaSuccess)) {
         cudaGetLastError();
+        if (ws) cudaFreeAsync(ws, stream);
         return CUBLAS_STATUS_ALLOC_FAILED;
     }
-    cublasStatus_t st = cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, tmp, p.d, tmp, p.d, &p.algo,
-                                       workspace_, workspace_bytes_, stream);
-    if (st == CUBLAS_STATUS_SUCCESS) {
-        widen_bf16_kernel<<<ceil_div(n, 256), 256, 0, stream>>>(static_cast<const __nv_bfloat16 *>(tmp), n, y);
+    void *d = direct ? static_cast<void *>(y) : tmp;
+    cublasStatus_t st = cublasLtMatmul(handle_, p.op, &alpha, w, p.a, xq, p.b, &beta, d, p.d, d, p.d, &p.algo, ws,
+                                       workspace_bytes_, stream);
+    const int64_t n = out * tokens;
+    if (st == CUBLAS_STATUS_SUCCESS && !direct) {
+        if (p.bf16_out)
+            widen_bf16_kernel<<<ceil_div(n, 256), 256, 0, stream>>>(static_cast<const __nv_bfloat16 *>(tmp), n, y);
+        else
+            cudaMemcpyAsync(y, tmp, n * sizeof(float), cudaMemcpyDeviceToDevice, stream);
         if (cudaGetLastError() != cudaSuccess) st = CUBLAS_STATUS_EXECUTION_FAILED;
     }
-    cudaFreeAsync(tmp, stream);
+    if (tmp) cudaFreeAsync(tmp, stream);
+    cudaFreeAsync(ws, stream);
     return st;
 }
 

@@ -183,6 +183,7 @@ struct RowSequences {
     const int32_t *row_pos = nullptr;     // [rows] logical position of each row
     const int32_t *page_table = nullptr;  // [n_seqs, page_table_stride]
     int64_t page_table_stride = 0;
+    int64_t n_seqs = 0;                   // host: sequences in the batch (0 = not given)
 };
 
 // Sparse (or dense) MLA in absorbed MQA form over the latent cache:
@@ -198,7 +199,9 @@ struct SparseMlaParams {
     const void *mla_pages = nullptr;   // CachePool::mla[layer]
     const int32_t *select = nullptr;   // [T, select_stride] slots; NULL = dense causal
     int64_t select_stride = 0;
-    RowSequences seqs;                 // dense mode only
+    RowSequences seqs;                 // the rows' positions bound each selection; dense:
+                                       // the keys; n_seqs: decode (<= 2 rows a sequence)
+                                       // or prefill kernels on a GPU
     int64_t tokens = 0;                // T
     int64_t heads = 0, kv_lora_rank = 0, rope_dim = 0;
     float scale = 0.0f;

@@ -1,7 +1,9 @@
 // The CUDA backend: the Backend interface on kernels/ and cuBLASLt.
 //
+// Devices: every entry point makes the session's GPU (dsi_session_params.gpu_device)
+// current on the calling thread for its duration (DeviceScope), so any thread may call.
 // Streams and memory: every op is issued on the calling thread's per-thread default
-// stream (cudaStreamPerThread), so contexts evaluated from different threads of one
+// stream (cudaStreamPerThread) of that GPU, so contexts evaluated from different threads of one
 // session run concurrently, and scratch comes from the stream-ordered allocator
 // (cudaMallocAsync / cudaFreeAsync, its pool kept), so a decode step issues kernels and
 // copies only: no cudaMalloc, no host synchronisation, until to_host() reads results.
@@ -23,9 +25,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <utility>
 #include <mutex>
 #include <vector>
 
@@ -57,8 +61,64 @@ void *device_alloc(size_t bytes, const char *what) {
     check(e, what);
     return p;
 }
-void release_sync(void *p) { cudaFree(p); }
-void release_async(void *p) { cudaFreeAsync(p, cudaStreamPerThread); }
+// Makes `device` current on the calling thread for one backend call and gives the caller
+// its own current device back afterwards: whichever thread calls into a session (the
+// opener, a context's thread, a Buffer's release) works on the session's GPU, and the
+// application's CUDA state is left as it was. cudaGetDevice is a thread-local read; the
+// switch costs only where the thread's device differs.
+class DeviceScope {
+public:
+    // Throws DSI_ERR_BACKEND if the device cannot be made current, unless `quiet`
+    // (releases, which run in destructors).
+    explicit DeviceScope(int device, bool quiet = false) {
+        if (cudaGetDevice(&prev_) != cudaSuccess) {
+            cudaGetLastError();
+            prev_ = -1;
+        }
+        if (prev_ == device) return;
+        const cudaError_t e = cudaSetDevice(device);
+        if (e == cudaSuccess)
+            set_ = true;
+        else if (quiet)
+            cudaGetLastError();
+        else
+            check(e, "cudaSetDevice");
+    }
+    ~DeviceScope() {
+        if (set_ && prev_ >= 0) cudaSetDevice(prev_);
+    }
+    DeviceScope(const DeviceScope &) = delete;
+    DeviceScope &operator=(const DeviceScope &) = delete;
+
+private:
+    int prev_ = -1;
+    bool set_ = false;
+};
+
+// A Buffer's release is a plain function pointer, so the device it frees on is part of
+// the function: one instance per device ordinal.
+using Release = void (*)(void *);
+constexpr int kMaxDevices = 64;
+template <int D>
+void release_sync_on(void *p) {
+    const DeviceScope scope(D, true);
+    cudaFree(p);
+}
+template <int D>
+void release_async_on(void *p) {
+    const DeviceScope scope(D, true);
+    cudaFreeAsync(p, cudaStreamPerThread);
+}
+template <int... D>
+constexpr std::array<Release, sizeof...(D)> sync_releases(std::integer_sequence<int, D...>) {
+    return {&release_sync_on<D>...};
+}
+template <int... D>
+constexpr std::array<Release, sizeof...(D)> async_releases(std::integer_sequence<int, D...>) {
+    return {&release_async_on<D>...};
+}
+constexpr auto kReleaseSync = sync_releases(std::make_integer_sequence<int, kMaxDevices>());
+constexpr auto kReleaseAsync = async_releases(std::make_integer_sequence<int, kMaxDevices>());
 
 cudaStream_t stream() { return cudaStreamPerThread; }
 
@@ -81,14 +141,14 @@ constexpr size_t kScoreScratchBytes = size_t(256) << 20;
 class CudaBackend : public Backend {
 public:
     CudaBackend(int device, GpuPrecision precision) : device_(device), precision_(precision) {
-        CK(cudaSetDevice(device));
+        const DeviceScope scope(device_);
         CK(cudaGetDeviceProperties(&props_, device));
         // Keep freed scratch in the pool instead of returning it to the driver per call.
         cudaMemPool_t pool;
         CK(cudaDeviceGetDefaultMemPool(&pool, device));
         uint64_t threshold = UINT64_MAX;
         CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-        workspace_ = Buffer(device_alloc(kWorkspaceBytes, "cuBLASLt workspace"), kWorkspaceBytes, release_sync);
+        workspace_ = Buffer(device_alloc(kWorkspaceBytes, "cuBLASLt workspace"), kWorkspaceBytes, kReleaseSync[device_]);
         if (fp8_.init(workspace_.f32(), kWorkspaceBytes) != CUBLAS_STATUS_SUCCESS)
             fail(DSI_ERR_BACKEND, "cuBLASLt initialisation failed");
         name_ = strformat("cuda:%d %s (%s)", device, props_.name, precision == GpuPrecision::F32 ? "f32" : "fast");
@@ -98,23 +158,26 @@ public:
 
     // ---- memory ----
     Buffer alloc(size_t bytes) override {
-        CK(cudaSetDevice(device_));
+        const DeviceScope scope(device_);
         void *p = nullptr;
         const cudaError_t e = cudaMallocAsync(&p, std::max<size_t>(bytes, 1), stream());
         if (e == cudaErrorMemoryAllocation) out_of_memory(bytes, "a scratch buffer");
         check(e, "cudaMallocAsync");
-        return Buffer(p, bytes, release_async);
+        return Buffer(p, bytes, kReleaseAsync[device_]);
     }
     void to_host(const void *src, size_t bytes, void *dst) override {
+        const DeviceScope scope(device_);
         if (bytes == 0) return;
         CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
         CK(cudaStreamSynchronize(stream()));
     }
     void from_host(const void *src, size_t bytes, void *dst) override {
+        const DeviceScope scope(device_);
         // Pageable source: staged before return, so the caller may free it at once.
         if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
     }
     void copy(const void *src, size_t bytes, void *dst) override {
+        const DeviceScope scope(device_);
         if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
     }
 
@@ -144,11 +207,13 @@ public:
     // Half of the free GPU memory at the time of asking (after the weights are loaded),
     // leaving the rest for activations, cuBLASLt and other processes.
     size_t default_cache_budget() const override {
+        const DeviceScope scope(device_);
         size_t free_b = 0, total_b = 0;
         CK(cudaMemGetInfo(&free_b, &total_b));
         return free_b / 2;
     }
     std::unique_ptr<CachePool> alloc_cache_pool(const CacheDims &d, int64_t n_pages) override {
+        const DeviceScope scope(device_);
         auto pool = std::make_unique<CudaCachePool>();
         pool->dims = d;
         pool->n_pages = n_pages;
@@ -156,7 +221,7 @@ public:
         pool->index_page_bytes = index_page_bytes(d);
         const size_t layer_bytes = static_cast<size_t>(n_pages) * (pool->mla_page_bytes + pool->index_page_bytes);
         const size_t bytes = layer_bytes * static_cast<size_t>(d.layers);
-        pool->storage = Buffer(device_alloc(bytes, "the cache pool"), bytes, release_sync);
+        pool->storage = Buffer(device_alloc(bytes, "the cache pool"), bytes, kReleaseSync[device_]);
         auto *base = static_cast<uint8_t *>(static_cast<void *>(pool->storage.f32()));
         for (int64_t l = 0; l < d.layers; ++l) {
             uint8_t *layer = base + static_cast<size_t>(l) * layer_bytes;
@@ -166,6 +231,7 @@ public:
         return pool;
     }
     void copy_page(CachePool &pool, int64_t src, int64_t dst) override {
+        const DeviceScope scope(device_);
         for (size_t l = 0; l < pool.mla.size(); ++l) {
             auto *m = static_cast<uint8_t *>(pool.mla[l]);
             copy(m + src * pool.mla_page_bytes, pool.mla_page_bytes, m + dst * pool.mla_page_bytes);
@@ -176,6 +242,7 @@ public:
         }
     }
     void cache_store(const CacheStoreParams &p) override {
+        const DeviceScope scope(device_);
         cuda::MlaStoreParams m;
         m.latent = p.latent; m.latent_stride = p.latent_stride;
         m.k_rope = p.k_rope; m.k_rope_stride = p.k_rope_stride;
@@ -198,6 +265,7 @@ public:
         CK(cuda::launch_indexer_store(ix, stream()));
     }
     void cache_gather(const CacheGatherParams &p) override {
+        const DeviceScope scope(device_);
         cuda::MlaGatherParams m;
         m.cache = p.mla_pages; m.cache_bf16 = !f32(); m.slots = p.slots; m.T = p.rows;
         m.rank = p.kv_lora_rank; m.rope_dim = p.rope_dim; m.latent = p.latent; m.k_rope = p.k_rope;
@@ -211,6 +279,7 @@ public:
 
     // ---- weights ----
     std::unique_ptr<Matrix> prepare_matrix(const MatrixSource &src) override {
+        const DeviceScope scope(device_);
         const TensorInfo &w = *src.weight;
         if (w.shape.size() != 2) fail(DSI_ERR_CHECKPOINT, "%s: a weight matrix must be 2-D", w.name.c_str());
         auto m = std::make_unique<CudaMatrix>();
@@ -258,6 +327,7 @@ public:
         return m;
     }
     Buffer prepare_vector(const TensorInfo &t) override {
+        const DeviceScope scope(device_);
         std::vector<float> f(static_cast<size_t>(t.numel()));
         convert_to_float(t, 0, t.numel(), f.data());
         return upload(f.data(), f.size() * sizeof(float), t.name.c_str());
@@ -265,25 +335,33 @@ public:
 
     // ---- ops ----
     void embed(const Matrix &table, const int32_t *ids, int64_t n, float *out) override {
+        const DeviceScope scope(device_);
         CK(cuda::launch_embed(wref(table), ids, n, out, stream()));
     }
     void rms_norm(const float *x, const float *w, int64_t rows, int64_t dim, float eps, float *y) override {
+        const DeviceScope scope(device_);
         norm(x, w, nullptr, rows, dim, eps, y);
     }
     void layer_norm(const float *x, const float *w, const float *b, int64_t rows, int64_t dim, float eps,
                     float *y) override {
+        const DeviceScope scope(device_);
         norm(x, w, b, rows, dim, eps, y);
     }
     void linear(const float *x, int64_t rows, const Matrix &w, float *y) override {
+        const DeviceScope scope(device_);
         if (rows == 0) return;
         if (!f32() && fp8_linear(x, rows, w, y)) return;
         cuda::GemmParams p;
         p.x = x; p.ldx = w.cols; p.M = rows; p.w = wref(w); p.N = w.rows; p.K = w.cols; p.y = y; p.ldy = w.rows;
         CK(cuda::launch_gemm(p, stream()));
     }
-    void add(float *y, const float *x, int64_t n) override { CK(cuda::launch_add(y, x, n, stream())); }
+    void add(float *y, const float *x, int64_t n) override {
+        const DeviceScope scope(device_);
+        CK(cuda::launch_add(y, x, n, stream()));
+    }
     void rope(const HeadView &v, int64_t rope_dim, RopeStyle style, const int32_t *positions,
               const RopeTable &table) override {
+        const DeviceScope scope(device_);
         cuda::RopeParams p;
         p.x = v.x; p.rows = v.rows; p.row_stride = v.row_stride; p.heads = v.heads; p.head_stride = v.head_stride;
         p.offset = v.offset; p.rope_dim = rope_dim; p.interleaved = style == RopeStyle::Interleaved;
@@ -292,16 +370,19 @@ public:
     }
     void copy_rows(const float *src, int64_t src_stride, int64_t rows, int64_t cols, float *dst,
                    int64_t dst_stride) override {
+        const DeviceScope scope(device_);
         if (rows == 0 || cols == 0) return;
         CK(cudaMemcpy2DAsync(dst, dst_stride * sizeof(float), src, src_stride * sizeof(float), cols * sizeof(float),
                              rows, cudaMemcpyDeviceToDevice, stream()));
     }
     void gather_rows(const float *src, const int32_t *index, int64_t n, int64_t cols, float *dst) override {
+        const DeviceScope scope(device_);
         CK(cuda::launch_gather_rows(src, index, n, cols, dst, stream()));
     }
     // Per head: q_latent[t,h] = W_UK[h]^T q_nope[t,h], W_UK[h] = kv_b rows [h(nope+v), +nope).
     void mla_absorb_q(const HeadView &q, const Matrix &kv_b, int64_t nope_dim, int64_t v_dim,
                       float *q_latent) override {
+        const DeviceScope scope(device_);
         const int64_t rank = kv_b.cols;
         cuda::GemmParams p;
         p.x = q.x + q.offset; p.ldx = q.row_stride; p.M = q.rows; p.w = wref(kv_b); p.w_transposed = true;
@@ -313,6 +394,7 @@ public:
     // Per head: out[t, h*v + j] = W_UV[h] latent_out[t,h], W_UV[h] = kv_b rows [h(nope+v)+nope, +v).
     void mla_apply_v(const float *latent_out, int64_t tokens, int64_t heads, const Matrix &kv_b, int64_t nope_dim,
                      int64_t v_dim, float *out) override {
+        const DeviceScope scope(device_);
         const int64_t rank = kv_b.cols;
         cuda::GemmParams p;
         p.x = latent_out; p.ldx = heads * rank; p.M = tokens; p.w = wref(kv_b);
@@ -322,6 +404,7 @@ public:
         CK(cuda::launch_gemm(p, stream()));
     }
     void sparse_mla(const SparseMlaParams &s) override {
+        const DeviceScope scope(device_);
         cuda::MlaParams p;
         p.q_latent = s.q_latent; p.q_rope = s.q_rope; p.cache = s.mla_pages; p.cache_bf16 = !f32();
         p.pages = cuda::PageTable{s.seqs.page_table, s.seqs.page_table_stride};
@@ -329,9 +412,22 @@ public:
         p.select = s.select; p.select_stride = s.select_stride;
         p.T = s.tokens; p.heads = s.heads; p.rank = s.kv_lora_rank; p.rope_dim = s.rope_dim; p.scale = s.scale;
         p.out = s.out;
-        CK(cuda::launch_mla(p, stream()));
+        // One or two query rows per sequence (decode, MTP): too few rows to fill the GPU,
+        // so the decode kernel splits each row's keys; more rows: the prefill kernel.
+        if (s.seqs.n_seqs == 0 || s.tokens > 2 * s.seqs.n_seqs) {
+            CK(cuda::launch_mla_prefill(p, stream()));
+            return;
+        }
+        p.splits = cuda::mla_decode_splits(p, props_.multiProcessorCount);
+        Buffer partial;
+        if (p.splits > 1) {
+            partial = alloc(cuda::mla_decode_partial_floats(p) * sizeof(float));
+            p.partial = partial.f32();
+        }
+        CK(cuda::launch_mla_decode(p, stream()));
     }
     void indexer_topk(const IndexerTopkParams &ip) override {
+        const DeviceScope scope(device_);
         if (ip.tokens == 0) return;
         // The longest sequence a row can have is what its page-table row can address;
         // rows past their own position skip the work.
@@ -366,6 +462,7 @@ public:
         }
     }
     void moe_route(const MoeRouteParams &r) override {
+        const DeviceScope scope(device_);
         if (r.tokens == 0) return;
         Buffer logits = alloc(static_cast<size_t>(r.tokens * r.n_experts) * sizeof(float));
         // The router runs in float32 in both precisions (DeepSeek's gate is float32).
@@ -380,6 +477,7 @@ public:
     void moe_experts(const float *x, int64_t tokens, int64_t hidden, const int32_t *expert_ids,
                      const float *expert_weights, int64_t top_k, const MlpWeights *experts, int64_t n_experts,
                      float *y) override {
+        const DeviceScope scope(device_);
         if (tokens == 0) return;
         const ExpertTables &tab = expert_tables(experts, n_experts);
         const int64_t n = tokens * top_k, inter = experts[0].gate->rows;
@@ -410,6 +508,7 @@ public:
         CK(cuda::launch_moe_combine(c, stream()));
     }
     void mlp(const float *x, int64_t tokens, const MlpWeights &w, float *y) override {
+        const DeviceScope scope(device_);
         if (tokens == 0) return;
         const int64_t inter = w.gate->rows;
         Buffer act = alloc(static_cast<size_t>(tokens * inter) * sizeof(float));
@@ -436,7 +535,7 @@ private:
     };
 
     Buffer upload(const void *host, size_t bytes, const char *what) {
-        Buffer b(device_alloc(bytes, what), bytes, release_sync);
+        Buffer b(device_alloc(bytes, what), bytes, kReleaseSync[device_]);
         CK(cudaMemcpy(b.f32(), host, bytes, cudaMemcpyHostToDevice));
         return b;
     }
@@ -459,18 +558,21 @@ private:
     }
 
     // cuBLASLt's block-scaled FP8 GEMM; false when the shape or the library declines it.
+    // Any token count: the quantised activations are padded to cuBLASLt's multiple.
     bool fp8_linear(const float *x, int64_t rows, const Matrix &w, float *y) {
         if (!fp8_ok(w, rows)) return false;
-        const int64_t K = w.cols, kb = (K + 127) / 128;
-        Buffer q = alloc(static_cast<size_t>(rows * K));
+        const int64_t K = w.cols, kb = (K + 127) / 128, padded = cuda::Fp8Gemm::padded_tokens(rows);
+        Buffer q = alloc(static_cast<size_t>(padded * K));
         auto *xq = static_cast<uint8_t *>(static_cast<void *>(q.f32()));
-        Buffer scales = alloc(static_cast<size_t>(rows * kb) * sizeof(float));
-        CK(cuda::launch_quantize_fp8(x, rows, K, K, xq, scales.f32(), stream()));
+        Buffer scales = alloc(static_cast<size_t>(padded * kb) * sizeof(float));
+        CK(cuda::launch_quantize_fp8(x, rows, padded, K, K, xq, scales.f32(), stream()));
         const WeightRef &r = wref(w);
         std::lock_guard<std::mutex> lock(fp8_mutex_);
         const cublasStatus_t st = fp8_.run(static_cast<const uint8_t *>(r.data), r.scale, w.rows, K, xq,
                                            scales.f32(), rows, y, stream());
         if (st == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+        if (st == CUBLAS_STATUS_ALLOC_FAILED)
+            out_of_memory(static_cast<size_t>(kWorkspaceBytes + padded * w.rows * 4), "cuBLASLt FP8 scratch");
         if (st != CUBLAS_STATUS_SUCCESS) fail(DSI_ERR_BACKEND, "cuBLASLt FP8 matmul failed (status %d)", static_cast<int>(st));
         return true;
     }
@@ -514,7 +616,7 @@ bool cuda_backend_available(int device, std::string *why) {
         if (why) *why = strformat("no usable CUDA driver or GPU (%s)", cudaGetErrorString(e));
         return false;
     }
-    if (device < 0 || device >= n) {
+    if (device < 0 || device >= n || device >= kMaxDevices) {
         if (why) *why = strformat("CUDA device %d does not exist (%d found)", device, n);
         return false;
     }

@@ -61,6 +61,27 @@ CacheDims cache_dims(const ModelConfig &c) {
     return d;
 }
 
+BatchArrays::BatchArrays(Backend &be, const ForwardBatch &b) {
+    const int64_t T = b.rows, pt = b.n_seqs * b.page_table_stride;
+    std::vector<int32_t> host;
+    host.reserve(static_cast<size_t>(4 * T + pt + b.n_logits));
+    host.insert(host.end(), b.ids, b.ids + T);
+    host.insert(host.end(), b.row_pos, b.row_pos + T);
+    host.insert(host.end(), b.row_seq, b.row_seq + T);
+    host.insert(host.end(), b.slots, b.slots + T);
+    host.insert(host.end(), b.page_table, b.page_table + pt);
+    host.insert(host.end(), b.logit_rows, b.logit_rows + b.n_logits);
+    storage = be.alloc(host.size() * sizeof(int32_t));
+    be.from_host(host.data(), host.size() * sizeof(int32_t), storage.i32());
+    const int32_t *p = storage.i32();
+    ids = p;
+    row_pos = p + T;
+    row_seq = p + 2 * T;
+    slots = p + 3 * T;
+    page_table = p + 4 * T;
+    logit_rows = page_table + pt;
+}
+
 namespace {
 
 // Activations of one forward call of T tokens.
@@ -109,33 +130,6 @@ int64_t selection_size(const ModelConfig &c, const ForwardBatch &b) {
     return std::min(c.index_topk, longest);
 }
 
-// The batch description in backend memory: one upload per forward.
-struct BatchArrays {
-    Buffer storage;
-    const int32_t *ids, *row_pos, *row_seq, *slots, *page_table, *logit_rows;
-
-    BatchArrays(Backend &be, const ForwardBatch &b) {
-        const int64_t T = b.rows, pt = b.n_seqs * b.page_table_stride;
-        std::vector<int32_t> host;
-        host.reserve(static_cast<size_t>(4 * T + pt + b.n_logits));
-        host.insert(host.end(), b.ids, b.ids + T);
-        host.insert(host.end(), b.row_pos, b.row_pos + T);
-        host.insert(host.end(), b.row_seq, b.row_seq + T);
-        host.insert(host.end(), b.slots, b.slots + T);
-        host.insert(host.end(), b.page_table, b.page_table + pt);
-        host.insert(host.end(), b.logit_rows, b.logit_rows + b.n_logits);
-        storage = be.alloc(host.size() * sizeof(int32_t));
-        be.from_host(host.data(), host.size() * sizeof(int32_t), storage.i32());
-        const int32_t *p = storage.i32();
-        ids = p;
-        row_pos = p + T;
-        row_seq = p + 2 * T;
-        slots = p + 3 * T;
-        page_table = p + 4 * T;
-        logit_rows = page_table + pt;
-    }
-};
-
 template <class T>
 std::vector<T> download(Backend &be, const void *src, size_t count) {
     std::vector<T> host(count);
@@ -152,6 +146,7 @@ public:
         seqs_.row_pos = a.row_pos;
         seqs_.page_table = a.page_table;
         seqs_.page_table_stride = b.page_table_stride;
+        seqs_.n_seqs = b.n_seqs;
     }
 
     void run(int64_t l) {
@@ -314,11 +309,10 @@ private:
 
 }  // namespace
 
-void forward(const Model &m, CachePool &pool, const ForwardBatch &b) {
+void forward_device(const Model &m, CachePool &pool, const ForwardBatch &b, const BatchArrays &a, float *logits) {
     const ModelConfig &c = m.cfg;
     Backend &be = *m.backend;
     const int64_t T = b.rows, H = c.hidden_size;
-    BatchArrays a(be, b);
     Scratch s(c, be, T, selection_size(c, b));
     auto observe = [&](auto &&fn) {
         if (!b.observer) return;
@@ -340,9 +334,16 @@ void forward(const Model &m, CachePool &pool, const ForwardBatch &b) {
     if (b.n_logits == 0) return;
     Buffer rows = be.alloc(static_cast<size_t>(b.n_logits * H) * sizeof(float));
     be.gather_rows(s.x.f32(), a.logit_rows, b.n_logits, H, rows.f32());
-    Buffer logits = be.alloc(static_cast<size_t>(b.n_logits * c.vocab_size) * sizeof(float));
-    be.linear(rows.f32(), b.n_logits, *m.weights.lm_head, logits.f32());
-    be.to_host(logits.f32(), static_cast<size_t>(b.n_logits * c.vocab_size) * sizeof(float), b.logits);
+    be.linear(rows.f32(), b.n_logits, *m.weights.lm_head, logits);
+}
+
+void forward(const Model &m, CachePool &pool, const ForwardBatch &b) {
+    Backend &be = *m.backend;
+    const BatchArrays a(be, b);
+    const size_t logit_bytes = static_cast<size_t>(b.n_logits * m.cfg.vocab_size) * sizeof(float);
+    Buffer logits = b.n_logits > 0 ? be.alloc(logit_bytes) : Buffer();
+    forward_device(m, pool, b, a, logits.f32());
+    if (b.n_logits > 0) be.to_host(logits.f32(), logit_bytes, b.logits);
 }
 
 }  // namespace dsi

@@ -71,4 +71,17 @@ struct ForwardBatch {
 // Runs the model over the batch, storing every row's cache entries in `pool`.
 void forward(const Model &m, CachePool &pool, const ForwardBatch &b);
 
+// The batch description in backend memory: one upload per forward.
+struct BatchArrays {
+    Buffer storage;
+    const int32_t *ids, *row_pos, *row_seq, *slots, *page_table, *logit_rows;
+    BatchArrays(Backend &be, const ForwardBatch &b);
+};
+
+// forward() without its two host transfers: the batch already uploaded (`a`), the logits
+// [n_logits, vocab] left in backend memory at `logits` (unused when n_logits is 0). It
+// issues device work only, with no host synchronisation unless b.observer is set, so a
+// caller can capture it into a CUDA graph (tests/cuda/test_cuda_session.cpp does).
+void forward_device(const Model &m, CachePool &pool, const ForwardBatch &b, const BatchArrays &a, float *logits);
+
 }  // namespace dsi

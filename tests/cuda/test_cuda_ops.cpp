@@ -287,29 +287,32 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
     CUDA_OK(cudaMalloc(&ws, ws_bytes));
     Fp8Gemm gemm;
     REQUIRE_EQ(CUBLAS_STATUS_SUCCESS, gemm.init(ws, ws_bytes));
-    // Released shapes (q_b, o_proj-like), a partial FP8 block along K and N, T = 1 .. 4096.
-    // Released shapes (q_a, o_proj / expert-like), T = 1 .. 4096, and shapes outside
-    // Fp8Gemm::shape_ok; every declined shape (NOT_SUPPORTED, by cuBLASLt or by shape_ok)
-    // is printed: the backend falls back to launch_gemm for those.
-    const int64_t shapes[][3] = {{1, 1536, 7168},  {2, 1536, 7168},  {4, 1536, 7168}, {8, 1536, 7168},
-                                 {16, 1536, 7168}, {5, 576, 7168 / 2}, {33, 7168 / 4, 1536}, {64, 7168, 2048},
-                                 {4096, 2048, 1024}, {17, 200, 400}};
-    int supported = 0;
+    // Released shapes (q_a, o_proj / expert-like) at T = 1, 3, 5 (padded to cuBLASLt's
+    // multiple of 4 tokens) .. 4096, and shapes outside Fp8Gemm::shape_ok. Every shape
+    // shape_ok accepts must run in FP8; the others are printed (the backend falls back
+    // to launch_gemm for those).
+    const int64_t shapes[][3] = {{1, 1536, 7168},  {2, 1536, 7168},  {3, 1536, 7168},    {4, 1536, 7168},
+                                 {5, 2048, 7168},  {8, 1536, 7168},  {16, 1536, 7168},   {5, 576, 7168 / 2},
+                                 {33, 7168 / 4, 1536}, {64, 7168, 2048}, {4096, 2048, 1024}, {4095, 256, 512},
+                                 {17, 200, 400}};
+    int supported = 0, expected = 0;
     for (auto &s : shapes) {
-        const int64_t M = s[0], N = s[1], K = s[2];
+        const int64_t M = s[0], N = s[1], K = s[2], Mp = Fp8Gemm::padded_tokens(M);
         if (skip_large(M * N)) continue;
+        expected += Fp8Gemm::shape_ok(N, K);
         CAPTURE(M); CAPTURE(N); CAPTURE(K);
         HostWeight w = make_weight(WeightType::FP8, N, K);
         auto x = rand_vec(static_cast<size_t>(M * K), -3.0f, 3.0f);
         DevWeight dw(w);
-        Dev<float> dx(x), dy(static_cast<size_t>(M * N)), dscale(static_cast<size_t>(M * ((K + 127) / 128)));
-        Dev<uint8_t> dq(static_cast<size_t>(M * K));
+        Dev<float> dx(x), dy(static_cast<size_t>(M * N)), dscale(static_cast<size_t>(Mp * ((K + 127) / 128)));
+        Dev<uint8_t> dq(static_cast<size_t>(Mp * K));
         dy.poison(); dq.poison(); dscale.poison();
-        CUDA_OK(launch_quantize_fp8(dx.p, M, K, K, dq.p, dscale.p, nullptr));
+        CUDA_OK(launch_quantize_fp8(dx.p, M, Mp, K, K, dq.p, dscale.p, nullptr));
         const cublasStatus_t st = gemm.run(dw.bytes.p, dw.scale.p, N, K, dq.p, dscale.p, M, dy.p, nullptr);
         if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
             std::printf("[test_cuda_ops] cuBLASLt FP8 declines tokens=%lld out=%lld K=%lld\n", static_cast<long long>(M),
                         static_cast<long long>(N), static_cast<long long>(K));
+            CHECK_FALSE(Fp8Gemm::shape_ok(N, K));
             continue;
         }
         REQUIRE_EQ(CUBLAS_STATUS_SUCCESS, st);
@@ -317,12 +320,17 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
         auto got = dy.get();
         auto q = dq.get();
         auto sc = dscale.get();
+        // The padding rows are zero with zero scales.
+        for (int64_t i = M; i < Mp; ++i) {
+            for (int64_t k = 0; k < K; ++k) REQUIRE_EQ(q[i * K + k], 0);
+            for (int64_t b = 0; b < (K + 127) / 128; ++b) REQUIRE_EQ(sc[b * Mp + i], 0.0f);
+        }
         // The quantised activations must be within e4m3's rounding of x (3 mantissa bits).
         std::vector<float> xq(x.size());
         double qerr = 0, qden = 0;
         for (int64_t i = 0; i < M; ++i)
             for (int64_t k = 0; k < K; ++k) {
-                xq[i * K + k] = dsi::e4m3_to_float(q[i * K + k]) * sc[(k / 128) * M + i];
+                xq[i * K + k] = dsi::e4m3_to_float(q[i * K + k]) * sc[(k / 128) * Mp + i];
                 qerr += std::pow(xq[i * K + k] - x[i * K + k], 2);
                 qden += std::pow(x[i * K + k], 2);
             }
@@ -350,7 +358,7 @@ TEST_CASE("gemm: fp8 cuBLASLt block-scaled (1x128 activations x 128x128 weights)
         // Against the unquantised activations: the activation rounding, ~2% (stated for `fast`).
         check_close("fp8 cublasLt vs f32 activations", got, ref_exact, 5e-2);
     }
-    if (!skip_large(1 << 30)) CHECK(supported >= 4);  // at least the 16+ token shapes
+    CHECK_EQ(supported, expected);  // every shape_ok shape ran in FP8
     cudaFree(ws);
 }
 
@@ -623,22 +631,33 @@ TEST_CASE("top-k: radix select with the CPU tie rule, ascending, -1 padded, slot
     }
 }
 
-TEST_CASE("sparse and dense MLA (absorbed, paged; f32 and bf16 cache)") {
+TEST_CASE("sparse and dense MLA: prefill and decode kernels (absorbed, paged; f32 and bf16 cache)") {
+    int sm_count = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
     struct Case { std::vector<int64_t> len, rows; int64_t heads, rank, rope, topk; bool sparse; };
     const std::vector<Case> cases = {
-        {{1}, {1}, 128, 512, 64, 2048, true},                    // first token
-        {{3000, 77, 1}, {1, 2, 1}, 128, 512, 64, 2048, true},   // decode batch, several lengths
-        {{4096}, {4096}, 128, 512, 64, 2048, true},              // prefill 4K (rows sampled)
-        {{200, 130}, {200, 3}, 4, 128, 32, 64, true},            // demo dims
-        {{700, 65}, {2, 65}, 16, 512, 64, 0, false},             // dense MLA, 16 heads
-        {{129}, {129}, 5, 128, 32, 0, false},                    // dense, odd heads
+        {{1}, {1}, 128, 512, 64, 2048, true},                        // T = 1, the first token
+        {{4096}, {1}, 128, 512, 64, 2048, true},                     // decode at 4K: top-k below context
+        {{3000, 77, 1}, {1, 2, 1}, 128, 512, 64, 2048, true},       // decode batch: several lengths, 2 query tokens
+        {{5000, 2100, 130, 64}, {2, 2, 2, 1}, 128, 512, 64, 2048, true},  // MTP: 2 query tokens a sequence
+        {{4096}, {4096}, 128, 512, 64, 2048, true},                  // prefill 4K (rows sampled)
+        {{200, 130}, {200, 3}, 4, 128, 32, 64, true},                // demo dims
+        {{300, 50}, {1, 2}, 3, 175, 26, 64, true},                   // odd record (201 values: no 16-byte loads)
+        {{100, 33}, {2, 33}, 40, 64, 16, 32, true},                  // 40 heads: a partial second CTA
+        {{300, 90}, {1, 2}, 128, 512, 64, 128, true},               // released dims, short: several tiles
+        {{700, 65}, {2, 65}, 16, 512, 64, 0, false},                 // dense MLA, 16 heads
+        {{129}, {129}, 5, 128, 32, 0, false},                        // dense, odd heads
+        {{1000, 3}, {1, 1}, 128, 512, 64, 0, false},                 // dense decode
     };
     for (const auto &c : cases) {
         for (bool bf16 : {false, true}) {
             Batch b = make_batch(c.len, c.rows);
             const int64_t T = b.T(), H = c.heads, R = c.rank, RD = c.rope, W = R + RD;
-            if (skip_large(T * H * std::max<int64_t>(c.topk, 64))) continue;
-            CAPTURE(T); CAPTURE(H); CAPTURE(bf16); CAPTURE(c.sparse);
+            // Under the sanitizers (DSI_TEST_SMALL) only the cases of up to ~64K (row, head,
+            // key) triples run: each cluster size and load path, several tiles, still.
+            const int64_t longest = *std::max_element(c.len.begin(), c.len.end());
+            if (skip_large(T * H * (c.sparse ? std::min(c.topk, longest) : longest) * 64)) continue;
+            CAPTURE(T); CAPTURE(H); CAPTURE(R); CAPTURE(bf16); CAPTURE(c.sparse);
             const int64_t slots_total = b.n_pages * kPageTokens;
             std::vector<float> cache = rand_vec(static_cast<size_t>(slots_total * W));
             if (bf16) for (auto &v : cache) v = bf16_round(v);
@@ -675,17 +694,15 @@ TEST_CASE("sparse and dense MLA (absorbed, paged; f32 and bf16 cache)") {
             DevBatch db(b);
             Dev<float> dql(ql), dqr(qr), out(static_cast<size_t>(T * H * R));
             Dev<int32_t> dsel(sel);
-            out.poison();
             MlaParams p;
             p.q_latent = dql.p; p.q_rope = dqr.p; p.cache = pool.p; p.cache_bf16 = bf16;
             p.pages = db.pages(b); p.rows = db.rows(); p.select = c.sparse ? dsel.p : nullptr; p.select_stride = stride;
             p.T = T; p.heads = H; p.rank = R; p.rope_dim = RD; p.scale = 1.0f / std::sqrt(static_cast<float>(W));
             p.out = out.p;
-            CUDA_OK(launch_mla(p, nullptr));
-            auto all = out.get();
-            std::vector<float> got;
+
+            const std::vector<int64_t> rows = sample_rows(T, 12);
             std::vector<double> ref;
-            for (int64_t t : sample_rows(T, 24)) {
+            for (int64_t t : rows) {
                 std::vector<int64_t> slots;
                 if (c.sparse) {
                     for (int64_t j = 0; j < stride; ++j)
@@ -709,13 +726,38 @@ TEST_CASE("sparse and dense MLA (absorbed, paged; f32 and bf16 cache)") {
                         double o = 0;
                         for (size_t j = 0; j < slots.size(); ++j) o += sc[j] / sum * cache[slots[j] * W + i];
                         ref.push_back(o);
-                        got.push_back(all[(t * H + h) * R + i]);
                     }
                 }
             }
-            // The bf16 cache is rounded in the reference too, so both run at float32 error.
-            check_close(std::string(c.sparse ? "sparse" : "dense") + " mla " + (bf16 ? "bf16 cache" : "f32 cache"), got, ref,
-                        kTolF32);
+            auto check = [&](const std::string &kernel) {
+                auto all = out.get();
+                std::vector<float> got;
+                for (int64_t t : rows)
+                    for (int64_t i = 0; i < H * R; ++i) got.push_back(all[t * H * R + i]);
+                // Float32 arithmetic in both kernels; the bf16 cache is rounded in the
+                // reference too, so both run at float32 error (kTolF32).
+                check_close(std::string(c.sparse ? "sparse" : "dense") + " mla " + kernel + (bf16 ? " bf16 cache" : " f32 cache"),
+                            got, ref, kTolF32);
+            };
+            out.poison();
+            CUDA_OK(launch_mla_prefill(p, nullptr));
+            check("prefill");
+            // The decode kernel at the split the backend picks, and at an uneven split
+            // whose last part is shorter (or empty).
+            const int64_t max_rows = *std::max_element(c.rows.begin(), c.rows.end());
+            if (max_rows > 2) continue;
+            for (int64_t splits : {mla_decode_splits(p, sm_count), int64_t(3)}) {
+                CAPTURE(splits);
+                p.splits = splits;
+                Dev<float> partial(std::max<size_t>(mla_decode_partial_floats(p), 1));
+                partial.poison();
+                p.partial = partial.p;
+                out.poison();
+                CUDA_OK(launch_mla_decode(p, nullptr));
+                check("decode");
+            }
+            p.splits = 1;
+            p.partial = nullptr;
         }
     }
 }

@@ -1,0 +1,3 @@
+module github.com/dsinfer/dsinfer/bindings/go
+
+go 1.19
