@@ -558,6 +558,21 @@ int32_t dsib_tokenizer_token_id(const dsi_tokenizer *tok, const char *bytes, siz
     return id;
 }
 
+/* The value of a config.json key (by its name, as dsi_config_key names it); -1 for a
+** name that is not one of those keys or a NULL session. */
+int64_t dsib_session_config_value(const dsi_session *session, const char *bytes, size_t n_bytes) {
+    static const char *const names[] = {
+        "vocab_size", "hidden_size", "num_hidden_layers", "first_k_dense_replace",
+        "num_attention_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+        "qk_rope_head_dim", "v_head_dim", "intermediate_size", "moe_intermediate_size",
+        "n_routed_experts", "n_shared_experts", "num_experts_per_tok", "index_n_heads",
+        "index_head_dim", "index_topk", "max_position_embeddings"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (bytes && strlen(names[k]) == n_bytes && memcmp(names[k], bytes, n_bytes) == 0)
+            return dsi_session_config_value(session, (dsi_config_key)k);
+    return -1;
+}
+
 /* A token's raw bytes into call's bytes. */
 int dsib_tokenizer_token_to_piece(const dsi_tokenizer *tok, int32_t id, dsib_call *call) {
     size_t n = 0;

@@ -8,6 +8,31 @@ namespace Dsinfer
     /// One sequence and its caches (dsi_context). One thread at a time: a concurrent call from
     /// another thread fails with DsinferException Busy.
     /// </summary>
+    /// <summary>A context's performance counters (dsi_context_perf); times in milliseconds.</summary>
+    public struct ContextPerf
+    {
+        public readonly double LoadMs, PromptMs, DecodeMs;
+        public readonly long PromptTokens, DecodeTokens;
+
+        internal ContextPerf(Dsinfer.Internal.ContextPerf p)
+        {
+            LoadMs = p.load_ms;
+            PromptMs = p.prompt_ms;
+            PromptTokens = p.prompt_tokens;
+            DecodeMs = p.decode_ms;
+            DecodeTokens = p.decode_tokens;
+        }
+    }
+
+    /// <summary>A sampler's counters (dsi_sampler_perf): successful sample calls and their milliseconds.</summary>
+    public struct SamplerPerf
+    {
+        public readonly double SampleMs;
+        public readonly long Samples;
+
+        internal SamplerPerf(double sampleMs, long samples) { SampleMs = sampleMs; Samples = samples; }
+    }
+
     public sealed class Context : NativeObject<SWIGTYPE_p_dsi_context>
     {
         readonly Callbacks sessionCallbacks;                      // the session's log sink
@@ -93,6 +118,15 @@ namespace Dsinfer
         public int Length => DsinferNative.dsi_context_length(Ptr);
         public int NCtx => DsinferNative.dsi_context_n_ctx(Ptr);
         public int ReusedTokens => DsinferNative.dsi_context_reused_tokens(Ptr);
+
+        /// <summary>Performance counters since creation or the last ResetPerf().</summary>
+        public ContextPerf Perf
+        {
+            get { using (var p = DsinferNative.dsi_context_perf_get(Ptr)) return new ContextPerf(p); }
+        }
+
+        /// <summary>Sets the prompt and decode counters to zero (not LoadMs).</summary>
+        public void ResetPerf() => DsinferNative.dsi_context_perf_reset(Ptr);
 
         public int[] Tokens()
         {
@@ -244,6 +278,15 @@ namespace Dsinfer
                 return tok;
             }
         }
+
+        /// <summary>Sampling counters since creation or the last ResetPerf().</summary>
+        public SamplerPerf Perf
+        {
+            get { using (var p = DsinferNative.dsi_sampler_perf_get(Ptr)) return new SamplerPerf(p.sample_ms, p.samples); }
+        }
+
+        /// <summary>Sets the sampling counters to zero.</summary>
+        public void ResetPerf() => DsinferNative.dsi_sampler_perf_reset(Ptr);
 
         public void Reset(ulong seed)
         {

@@ -1,4 +1,5 @@
 using System;
+using System.Text;
 using Dsinfer.Internal;
 
 namespace Dsinfer
@@ -100,6 +101,23 @@ namespace Dsinfer
         public int BosToken => DsinferNative.dsi_session_bos_token(Ptr);
         public int EosToken => DsinferNative.dsi_session_eos_token(Ptr);
         public string Describe() => DsinferNative.dsi_session_describe(Ptr);
+        /// <summary>Parameters (weight elements) of the tensors the forward pass uses.</summary>
+        public long NParams => DsinferNative.dsi_session_n_params(Ptr);
+        /// <summary>Bytes of those tensors in memory (FP8 weights with their scales).</summary>
+        public long WeightBytes => DsinferNative.dsi_session_weight_bytes(Ptr);
+
+        /// <summary>A config.json value by its key ("hidden_size", ...: the keys of dsi_config_key);
+        /// DsinferException InvalidArgument for any other key.</summary>
+        public long ConfigValue(string key)
+        {
+            byte[] b = Encoding.UTF8.GetBytes(key);
+            long v = DsinferNative.dsib_session_config_value(Ptr, b, (ulong)b.Length);
+            if (v < 0) throw new DsinferException(Status.InvalidArgument, "not a dsi_config_key: " + key);
+            return v;
+        }
+
+        /// <summary>The token's attributes (TokenAttr bits; Eog for end-of-generation ids).</summary>
+        public TokenAttr TokenAttributes(int id) => (TokenAttr)DsinferNative.dsi_session_token_attr(Ptr, id);
 
         public CacheStats CacheStats()
         {

@@ -7,6 +7,10 @@ namespace Dsinfer
     /// A Hugging Face tokenizer.json (dsi_tokenizer): loaded from a file, or a session's (usable
     /// while that session is not disposed). Thread-safe.
     /// </summary>
+    /// <summary>Token attribute bits (DSI_TOKEN_ATTR_*); None = no token has the id.</summary>
+    [Flags]
+    public enum TokenAttr : uint { None = 0, Normal = 1, Control = 2, UserDefined = 4, Eog = 8 }
+
     public sealed class Tokenizer : NativeObject<SWIGTYPE_p_dsi_tokenizer>
     {
         public const uint ParseSpecial = 1, AddSpecial = 2;
@@ -45,6 +49,8 @@ namespace Dsinfer
         }
 
         public int NVocab => DsinferNative.dsi_tokenizer_n_vocab(Handle);
+        /// <summary>The token's attribute: Normal, Control, UserDefined or None.</summary>
+        public TokenAttr TokenAttributes(int id) => (TokenAttr)DsinferNative.dsi_tokenizer_token_attr(Handle, id);
 
         public int TokenId(string text)
         {

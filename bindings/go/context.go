@@ -135,6 +135,32 @@ func (c *Context) ReusedTokens() int {
 	return native.Dsi_context_reused_tokens(c.ptr)
 }
 
+// ContextPerf is a context's performance counters (dsi_context_perf); times in milliseconds.
+type ContextPerf struct {
+	LoadMs, PromptMs, DecodeMs float64
+	PromptTokens, DecodeTokens int64
+}
+
+// Perf is the counters since creation or the last ResetPerf (zero once closed).
+func (c *Context) Perf() ContextPerf {
+	if c.ptr == nil {
+		return ContextPerf{}
+	}
+	p := native.Dsi_context_perf_get(c.ptr)
+	defer native.DeleteDsi_context_perf(p)
+	return ContextPerf{LoadMs: p.GetLoad_ms(), PromptMs: p.GetPrompt_ms(), DecodeMs: p.GetDecode_ms(),
+		PromptTokens: p.GetPrompt_tokens(), DecodeTokens: p.GetDecode_tokens()}
+}
+
+// ResetPerf sets the prompt and decode counters to zero (not LoadMs).
+func (c *Context) ResetPerf() error {
+	if c.ptr == nil {
+		return errClosed
+	}
+	native.Dsi_context_perf_reset(c.ptr)
+	return nil
+}
+
 // Tokens is the token history.
 func (c *Context) Tokens() []int32 {
 	if c.ptr == nil {

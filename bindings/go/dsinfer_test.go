@@ -418,3 +418,90 @@ func TestBatchState(t *testing.T) {
 	}
 	t.Logf("batch of 2 equals single; state of %d bytes continues the same; fork saved to a file and loaded back", len(state))
 }
+
+// Model facts, token attributes and performance counters agree with the C API and config.json.
+func TestIntrospection(t *testing.T) {
+	raw, err := os.ReadFile(demoModel() + "/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config struct {
+		HiddenSize int64 `json:"hidden_size"`
+	}
+	if err := json.Unmarshal(raw, &config); err != nil || config.HiddenSize <= 0 {
+		t.Fatalf("hidden_size in config.json: %v", err)
+	}
+	s, err := Open(demoModel(), cpu())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.ConfigValue("hidden_size"); err != nil || v != config.HiddenSize {
+		t.Fatalf("hidden_size %d, %v", v, err)
+	}
+	vocab, _ := s.ConfigValue("vocab_size")
+	hidden, _ := s.ConfigValue("hidden_size")
+	if vocab != int64(s.NVocab()) {
+		t.Fatalf("vocab_size %d", vocab)
+	}
+	var e *Error
+	if _, err := s.ConfigValue("no_such_key"); !errors.As(err, &e) || e.Status != StatusInvalidArgument {
+		t.Fatalf("unknown key: %v", err)
+	}
+	// At least the embedding (vocab x hidden); every weight takes at least a byte (FP8).
+	if s.NParams() < vocab*hidden || s.WeightBytes() < s.NParams() {
+		t.Fatalf("n_params %d, weight bytes %d", s.NParams(), s.WeightBytes())
+	}
+	bos, eos := int32(s.BosToken()), int32(s.EosToken())
+	if s.TokenAttr(bos)&TokenAttrControl == 0 || s.TokenAttr(eos)&TokenAttrEOG == 0 {
+		t.Fatalf("BOS attr %d, EOS attr %d", s.TokenAttr(bos), s.TokenAttr(eos))
+	}
+	tok, err := s.Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := tok.Tokenize("hello", 0)
+	if err != nil || len(ids) == 0 || s.TokenAttr(ids[0]) != TokenAttrNormal {
+		t.Fatalf("normal token %v: %v", ids, err)
+	}
+	if tok.TokenAttr(bos) != TokenAttrControl || s.TokenAttr(-1) != TokenAttrNone || s.TokenAttr(int32(s.NVocab())) != TokenAttrNone {
+		t.Fatal("tokenizer BOS / out of range attributes")
+	}
+	c, err := s.NewContext(64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	smp, err := Greedy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer smp.Close()
+	if err := c.Eval(1, 2, 3, 4, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Eval(6); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := smp.Sample(c); err != nil {
+		t.Fatal(err)
+	}
+	p := c.Perf()
+	if p.PromptTokens != 5 || p.DecodeTokens != 1 || p.LoadMs <= 0 || p.PromptMs < 0 || p.DecodeMs < 0 {
+		t.Fatalf("context perf %+v", p)
+	}
+	if err := c.ResetPerf(); err != nil {
+		t.Fatal(err)
+	}
+	if q := c.Perf(); q.PromptTokens != 0 || q.DecodeTokens != 0 || q.LoadMs != p.LoadMs {
+		t.Fatalf("after reset %+v", q)
+	}
+	sp := smp.Perf()
+	if sp.Samples != 1 || sp.SampleMs < 0 {
+		t.Fatalf("sampler perf %+v", sp)
+	}
+	if err := smp.ResetPerf(); err != nil || smp.Perf().Samples != 0 {
+		t.Fatalf("sampler reset: %v", err)
+	}
+	t.Logf("n_params %d, %d bytes; perf %+v; sample %.3f ms", s.NParams(), s.WeightBytes(), p, sp.SampleMs)
+}

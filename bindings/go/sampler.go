@@ -95,6 +95,31 @@ func (s *Sampler) SampleLogits(logits []float32, history []int32) (int32, error)
 	return int32(tok), c.err()
 }
 
+// SamplerPerf is a sampler's counters (dsi_sampler_perf): successful sample calls and their milliseconds.
+type SamplerPerf struct {
+	SampleMs float64
+	Samples  int64
+}
+
+// Perf is the counters since creation or the last ResetPerf (zero once closed).
+func (s *Sampler) Perf() SamplerPerf {
+	if s.ptr == nil {
+		return SamplerPerf{}
+	}
+	p := native.Dsi_sampler_perf_get(s.ptr)
+	defer native.DeleteDsi_sampler_perf(p)
+	return SamplerPerf{SampleMs: p.GetSample_ms(), Samples: p.GetSamples()}
+}
+
+// ResetPerf sets the counters to zero.
+func (s *Sampler) ResetPerf() error {
+	if s.ptr == nil {
+		return errClosed
+	}
+	native.Dsi_sampler_perf_reset(s.ptr)
+	return nil
+}
+
 // Reset restores the random state to that of a new sampler with seed.
 func (s *Sampler) Reset(seed uint64) error {
 	if s.ptr == nil {

@@ -150,6 +150,47 @@ func (s *Session) Describe() string {
 	return native.Dsi_session_describe(s.ptr)
 }
 
+// NParams is the number of parameters (weight elements) of the tensors the forward pass uses (0 once closed).
+func (s *Session) NParams() int64 { return s.value64(native.Dsi_session_n_params) }
+
+// WeightBytes is the bytes of those tensors in memory, FP8 weights with their scales (0 once closed).
+func (s *Session) WeightBytes() int64 { return s.value64(native.Dsi_session_weight_bytes) }
+
+func (s *Session) value64(f func(native.Struct_SS_dsi_session) int64) int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ptr == nil {
+		return 0
+	}
+	return f(s.ptr)
+}
+
+// ConfigValue is a config.json value by its key ("hidden_size", ...: the keys of
+// dsi_config_key); an *Error with StatusInvalidArgument for any other key.
+func (s *Session) ConfigValue(key string) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ptr, err := s.handle()
+	if err != nil {
+		return 0, err
+	}
+	v := native.Dsib_session_config_value(ptr, key)
+	if v < 0 {
+		return 0, &Error{Status: StatusInvalidArgument, Message: "not a dsi_config_key: " + key}
+	}
+	return v, nil
+}
+
+// TokenAttr is the token's attributes (TokenAttr* bits; TokenAttrEOG for end-of-generation ids).
+func (s *Session) TokenAttr(id int32) uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ptr == nil {
+		return TokenAttrNone
+	}
+	return uint32(native.Dsi_session_token_attr(s.ptr, int(id)))
+}
+
 // EogTokens are the end-of-generation ids.
 func (s *Session) EogTokens() []int32 {
 	s.mu.RLock()

@@ -21,6 +21,15 @@ type Tokenizer struct {
 	session *Session // the owner of a session's tokenizer
 }
 
+// Token attribute bits (DSI_TOKEN_ATTR_*); TokenAttrNone = no token has the id.
+const (
+	TokenAttrNone        = 0
+	TokenAttrNormal      = 1
+	TokenAttrControl     = 2
+	TokenAttrUserDefined = 4
+	TokenAttrEOG         = 8
+)
+
 // LoadTokenizer loads a tokenizer.json.
 func LoadTokenizer(path string) (*Tokenizer, error) {
 	c := newCall()
@@ -68,6 +77,16 @@ func (t *Tokenizer) NVocab() int {
 		return nil
 	})
 	return n
+}
+
+// TokenAttr is the token's attribute: TokenAttrNormal, TokenAttrControl, TokenAttrUserDefined or TokenAttrNone.
+func (t *Tokenizer) TokenAttr(id int32) uint32 {
+	var attr uint32
+	_ = t.with(func(p native.Struct_SS_dsi_tokenizer) error {
+		attr = uint32(native.Dsi_tokenizer_token_attr(p, int(id)))
+		return nil
+	})
+	return attr
 }
 
 // Piece is the raw bytes of one token (part of a UTF-8 character for some byte-level tokens).

@@ -341,6 +341,54 @@ static class BindingTests
         }
     }
 
+    /// <summary>Model facts, token attributes and performance counters agree with the C API and config.json.</summary>
+    static void Introspection()
+    {
+        var m = Regex.Match(File.ReadAllText(Path.Combine(demo, "config.json")), "\"hidden_size\": *([0-9]+)");
+        Check(m.Success, "hidden_size in config.json");
+        using (var s = Session.Open(demo, Cpu()))
+        {
+            Check(s.ConfigValue("hidden_size") == long.Parse(m.Groups[1].Value), "hidden_size");
+            Check(s.ConfigValue("vocab_size") == s.NVocab, "vocab_size");
+            try
+            {
+                s.ConfigValue("no_such_key");
+                Check(false, "no exception");
+            }
+            catch (DsinferException e)
+            {
+                Check(e.Status == Status.InvalidArgument, "status " + e.StatusName);
+            }
+            // At least the embedding (vocab x hidden); every weight takes at least a byte (FP8).
+            Check(s.NParams >= s.ConfigValue("vocab_size") * s.ConfigValue("hidden_size"), "n_params " + s.NParams);
+            Check(s.WeightBytes >= s.NParams, "weight bytes " + s.WeightBytes);
+            Check((s.TokenAttributes(s.BosToken) & TokenAttr.Control) != 0, "BOS is a control token");
+            Check((s.TokenAttributes(s.EosToken) & TokenAttr.Eog) != 0, "EOS ends generation");
+            int normal = s.Tokenizer().Tokenize("hello")[0];
+            Check(s.TokenAttributes(normal) == TokenAttr.Normal, "normal token " + normal);
+            Check(s.Tokenizer().TokenAttributes(s.BosToken) == TokenAttr.Control, "tokenizer: BOS");
+            Check(s.TokenAttributes(-1) == TokenAttr.None && s.TokenAttributes(s.NVocab) == TokenAttr.None, "out of range");
+            using (var c = s.NewContext(64))
+            using (var smp = Sampler.Greedy())
+            {
+                c.Eval(new[] { 1, 2, 3, 4, 5 });
+                c.Eval(6);
+                smp.Sample(c);
+                ContextPerf p = c.Perf;
+                Check(p.PromptTokens == 5 && p.DecodeTokens == 1, "token counters " + p.PromptTokens + " " + p.DecodeTokens);
+                Check(p.LoadMs > 0 && p.PromptMs >= 0 && p.DecodeMs >= 0, "times");
+                c.ResetPerf();
+                Check(c.Perf.PromptTokens == 0 && c.Perf.DecodeTokens == 0 && c.Perf.LoadMs == p.LoadMs, "reset");
+                SamplerPerf sp = smp.Perf;
+                Check(sp.Samples == 1 && sp.SampleMs >= 0, "sampler counters");
+                smp.ResetPerf();
+                Check(smp.Perf.Samples == 0, "sampler reset");
+                Console.WriteLine("n_params " + s.NParams + ", " + s.WeightBytes + " bytes; prompt " + p.PromptMs
+                                  + " ms, decode " + p.DecodeMs + " ms, sample " + sp.SampleMs + " ms");
+            }
+        }
+    }
+
     static int Main(string[] args)
     {
         data = args[1];
@@ -358,6 +406,7 @@ static class BindingTests
                 case "threads": Threads(); break;
                 case "callbacks": Callbacks(); break;
                 case "batch_state": BatchState(); break;
+                case "introspection": Introspection(); break;
                 default: throw new ArgumentException(args[0]);
             }
             return 0;

@@ -314,6 +314,49 @@ public class BindingTests {
         }
     }
 
+    /** Model facts, token attributes and performance counters agree with the C API and config.json. */
+    static void introspection() throws Exception {
+        String config = new String(Files.readAllBytes(Path.of(demo, "config.json")), StandardCharsets.UTF_8);
+        Matcher m = Pattern.compile("\"hidden_size\": *([0-9]+)").matcher(config);
+        check(m.find(), "hidden_size in config.json");
+        try (Session s = Session.open(demo, cpu())) {
+            check(s.configValue("hidden_size") == Long.parseLong(m.group(1)), "hidden_size");
+            check(s.configValue("vocab_size") == s.nVocab(), "vocab_size");
+            try {
+                s.configValue("no_such_key");
+                check(false, "no exception");
+            } catch (DsinferException e) {
+                check(e.status() == Status.INVALID_ARGUMENT, "status " + e.statusName());
+            }
+            // At least the embedding (vocab x hidden); every weight takes at least a byte (FP8).
+            check(s.nParams() >= s.configValue("vocab_size") * s.configValue("hidden_size"), "n_params " + s.nParams());
+            check(s.weightBytes() >= s.nParams(), "weight bytes " + s.weightBytes());
+            int bos = s.bosToken(), eos = s.eosToken();
+            check((s.tokenAttr(bos) & Tokenizer.ATTR_CONTROL) != 0, "BOS is a control token");
+            check((s.tokenAttr(eos) & Tokenizer.ATTR_EOG) != 0, "EOS ends generation");
+            int normal = s.tokenizer().tokenize("hello")[0];
+            check(s.tokenAttr(normal) == Tokenizer.ATTR_NORMAL, "normal token " + normal);
+            check(s.tokenizer().tokenAttr(bos) == Tokenizer.ATTR_CONTROL, "tokenizer: BOS");
+            check(s.tokenAttr(-1) == Tokenizer.ATTR_NONE && s.tokenAttr(s.nVocab()) == Tokenizer.ATTR_NONE, "out of range");
+            try (Context c = s.newContext(64, null); Sampler smp = Sampler.greedy()) {
+                c.eval(1, 2, 3, 4, 5);
+                c.eval(6);
+                smp.sample(c);
+                Context.Perf p = c.perf();
+                check(p.promptTokens == 5 && p.decodeTokens == 1, "token counters " + p.promptTokens + " " + p.decodeTokens);
+                check(p.loadMs > 0 && p.promptMs >= 0 && p.decodeMs >= 0, "times");
+                c.resetPerf();
+                check(c.perf().promptTokens == 0 && c.perf().decodeTokens == 0 && c.perf().loadMs == p.loadMs, "reset");
+                Sampler.Perf sp = smp.perf();
+                check(sp.samples == 1 && sp.sampleMs >= 0, "sampler counters");
+                smp.resetPerf();
+                check(smp.perf().samples == 0, "sampler reset");
+                System.out.println("n_params " + s.nParams() + ", " + s.weightBytes() + " bytes; prompt " + p.promptMs
+                                   + " ms, decode " + p.decodeMs + " ms, sample " + sp.sampleMs + " ms");
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         data = args[1];
         demo = args[2];
@@ -327,6 +370,7 @@ public class BindingTests {
             case "threads": threads(); break;
             case "callbacks": callbacks(); break;
             case "batch_state": batchState(); break;
+            case "introspection": introspection(); break;
             default: throw new IllegalArgumentException(args[0]);
         }
     }

@@ -106,6 +106,33 @@ public final class Context implements AutoCloseable {
     public int reusedTokens() { return dsinfer_native.dsi_context_reused_tokens(ptr()); }
     public long cacheBytes() { return dsinfer_native.dsi_context_cache_bytes(ptr()); }
 
+    /** Performance counters (dsi_context_perf): times in milliseconds. */
+    public static final class Perf {
+        public final double loadMs, promptMs, decodeMs;
+        public final long promptTokens, decodeTokens;
+
+        Perf(org.dsinfer.internal.ContextPerf p) {
+            loadMs = p.getLoad_ms();
+            promptMs = p.getPrompt_ms();
+            promptTokens = p.getPrompt_tokens();
+            decodeMs = p.getDecode_ms();
+            decodeTokens = p.getDecode_tokens();
+        }
+    }
+
+    /** The counters since creation or the last resetPerf(). */
+    public Perf perf() {
+        org.dsinfer.internal.ContextPerf p = dsinfer_native.dsi_context_perf_get(ptr());
+        try {
+            return new Perf(p);
+        } finally {
+            p.delete();
+        }
+    }
+
+    /** Sets the prompt and decode counters to zero (not loadMs). */
+    public void resetPerf() { dsinfer_native.dsi_context_perf_reset(ptr()); }
+
     /** The token history. */
     public int[] tokens() {
         int n = dsinfer_native.dsib_context_tokens(ptr(), new int[0], 0);

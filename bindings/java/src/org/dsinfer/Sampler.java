@@ -72,6 +72,30 @@ public final class Sampler implements AutoCloseable {
         }
     }
 
+    /** Sampling time (dsi_sampler_perf): successful sample calls and their milliseconds. */
+    public static final class Perf {
+        public final double sampleMs;
+        public final long samples;
+
+        Perf(double sampleMs, long samples) {
+            this.sampleMs = sampleMs;
+            this.samples = samples;
+        }
+    }
+
+    /** The counters since creation or the last resetPerf(). */
+    public Perf perf() {
+        org.dsinfer.internal.SamplerPerf p = dsinfer_native.dsi_sampler_perf_get(ptr());
+        try {
+            return new Perf(p.getSample_ms(), p.getSamples());
+        } finally {
+            p.delete();
+        }
+    }
+
+    /** Sets the counters to zero. */
+    public void resetPerf() { dsinfer_native.dsi_sampler_perf_reset(ptr()); }
+
     /** Restores the random state to that of a new sampler with seed. */
     public void reset(long seed) {
         try (Native.Call call = new Native.Call()) {

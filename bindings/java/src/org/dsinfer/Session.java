@@ -97,6 +97,24 @@ public final class Session implements AutoCloseable {
     public int eosToken() { return dsinfer_native.dsi_session_eos_token(ptr()); }
     public String describe() { return dsinfer_native.dsi_session_describe(ptr()); }
 
+    /** Parameters (weight elements) of the tensors the forward pass uses. */
+    public long nParams() { return dsinfer_native.dsi_session_n_params(ptr()); }
+    /** Bytes of those tensors in memory (FP8 weights with their scales). */
+    public long weightBytes() { return dsinfer_native.dsi_session_weight_bytes(ptr()); }
+
+    /**
+     * A config.json value by its key ("hidden_size", "index_topk", ...: the keys of
+     * dsi_config_key); throws DsinferException INVALID_ARGUMENT for any other key.
+     */
+    public long configValue(String key) {
+        long v = dsinfer_native.dsib_session_config_value(ptr(), Native.utf8(key));
+        if (v < 0) throw new DsinferException(Status.INVALID_ARGUMENT, "not a dsi_config_key: " + key);
+        return v;
+    }
+
+    /** The token's attributes (Tokenizer.ATTR_* bits, ATTR_EOG for end-of-generation ids). */
+    public int tokenAttr(int id) { return (int) dsinfer_native.dsi_session_token_attr(ptr(), id); }
+
     /** The state of the session's cache pool (dsi_cache_stats): pages of all its contexts. */
     public static final class CacheStats {
         public final long budgetBytes, pageBytes, nPages, pagesInUse, pagesShared, pagesCached, pagesFree, nContexts;

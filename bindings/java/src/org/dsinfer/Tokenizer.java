@@ -10,6 +10,8 @@ import org.dsinfer.internal.dsinfer_native;
  */
 public final class Tokenizer implements AutoCloseable {
     public static final int PARSE_SPECIAL = 1, ADD_SPECIAL = 2;
+    /** Token attribute bits (DSI_TOKEN_ATTR_*); NONE = no token has the id. */
+    public static final int ATTR_NONE = 0, ATTR_NORMAL = 1, ATTR_CONTROL = 2, ATTR_USER_DEFINED = 4, ATTR_EOG = 8;
 
     private final Owned<SWIGTYPE_p_dsi_tokenizer> handle;
     private final Session session; // the owner of a session's tokenizer, else null
@@ -39,6 +41,8 @@ public final class Tokenizer implements AutoCloseable {
     public void close() { handle.close(); }
 
     public int nVocab() { return dsinfer_native.dsi_tokenizer_n_vocab(ptr()); }
+    /** The token's attribute: ATTR_NORMAL, ATTR_CONTROL, ATTR_USER_DEFINED or ATTR_NONE. */
+    public int tokenAttr(int id) { return (int) dsinfer_native.dsi_tokenizer_token_attr(ptr(), id); }
 
     /** The id of a token given by its exact text, or -1. */
     public int tokenId(String text) { return dsinfer_native.dsib_tokenizer_token_id(ptr(), Native.utf8(text)); }
