@@ -17,6 +17,7 @@ struct Scheduler::Slot {
     size_t prefilled = 0;      // prompt tokens in the context
     int32_t next_token = -1;   // sampled, to be evaluated in the next pass
     int32_t generated = 0;
+    std::vector<int32_t> reply;  // the ids generated so far: the penalties' history
     int32_t reused_before = 0;  // dsi_context_reused_tokens() before the prefill
     Usage usage;
     std::string held;  // text not yet sent: it may be the start of a stop string
@@ -52,7 +53,7 @@ size_t find_stop(const std::string &text, const std::vector<std::string> &stops)
 }  // namespace
 
 Scheduler::Scheduler(dsi_session *session, const SchedulerOptions &options, Metrics &metrics)
-    : session_(session), options_(options), metrics_(metrics) {
+    : session_(session), options_(options), metrics_(metrics), n_vocab_(dsi_session_n_vocab(session)) {
     eog_.resize(static_cast<size_t>(dsi_session_eog_tokens(session, nullptr, 0)));
     dsi_session_eog_tokens(session, eog_.data(), eog_.size());
     dsi_context_params cp = dsi_context_default_params();
@@ -114,6 +115,7 @@ void Scheduler::start(Slot &slot, std::shared_ptr<Job> job) {
     slot.job = std::move(job);
     slot.last_used = ++clock_;
     slot.generated = 0;
+    slot.reply.clear();
     slot.next_token = -1;
     slot.held.clear();
     slot.usage = Usage{};
@@ -133,7 +135,11 @@ void Scheduler::start(Slot &slot, std::shared_ptr<Job> job) {
     slot.usage.cached_tokens = static_cast<int32_t>(keep);
     slot.reused_before = dsi_context_reused_tokens(slot.ctx);
 
-    dsi_status st = dsi_sampler_create(&r.sampling, &slot.sampler);
+    // Penalties count the request's generated tokens only (OpenAI / vLLM), not the prompt:
+    // after_eval passes that history itself, whole.
+    dsi_sampler_params sampling = r.sampling;
+    sampling.penalty_last_n = -1;
+    dsi_status st = dsi_sampler_create(&sampling, &slot.sampler);
     if (st == DSI_OK && !r.logit_bias.empty())
         st = dsi_sampler_set_logit_bias(slot.sampler, r.logit_bias.data(), r.logit_bias.size());
     if (st == DSI_OK) st = dsi_detokenizer_create(dsi_session_tokenizer(session_), 0, &slot.detok);
@@ -190,12 +196,16 @@ void Scheduler::after_eval(Slot &slot, size_t n_evaluated) {
         const size_t i = static_cast<size_t>(slot.generated);
         token = i < r.forced_reply.size() ? r.forced_reply[i] : (eog_.empty() ? -1 : eog_[0]);
     } else {
-        const dsi_status st = dsi_sampler_sample(slot.sampler, slot.ctx, &token);
+        const float *logits = dsi_context_logits(slot.ctx, -1);
+        if (!logits) return end_with_error(slot, DSI_ERR_INTERNAL, std::string("dsi_context_logits: ") + dsi_last_error());
+        const dsi_status st = dsi_sampler_sample_logits(slot.sampler, logits, n_vocab_, slot.reply.data(),
+                                                        slot.reply.size(), &token);
         if (st != DSI_OK) return end_with_error(slot, st, last_error(st));
     }
     if (token < 0) return end(slot, Finish::Stop, true);
     if (slot.generated == 0) slot.job->first_token = Clock::now();
     slot.generated++;
+    slot.reply.push_back(token);
     metrics_.generated(1);
     if (std::find(eog_.begin(), eog_.end(), token) != eog_.end()) {
         slot.generated--;  // the end-of-generation token is not part of the reply

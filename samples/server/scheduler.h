@@ -57,6 +57,7 @@ private:
     dsi_session *session_;
     SchedulerOptions options_;
     Metrics &metrics_;
+    const int32_t n_vocab_;  // length of a logits row
     std::vector<int32_t> eog_;
     std::vector<std::unique_ptr<Slot>> slots_;
     uint64_t clock_ = 0;  // for least-recently-used slot choice

@@ -9,11 +9,18 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <arpa/inet.h>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <dirent.h>
 #include <memory>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <thread>
 
 namespace server {
@@ -54,6 +61,64 @@ bool same_secret(const std::string &a, const std::string &b) {
     unsigned char diff = 0;
     for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
     return diff == 0;
+}
+
+// The port and printable address of a socket's end, or false.
+bool socket_end(int fd, bool peer, std::string &addr, int &port) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len)
+                        : getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len);
+    if (rc != 0) return false;
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+        const auto *a = reinterpret_cast<const sockaddr_in *>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+        port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const auto *a = reinterpret_cast<const sockaddr_in6 *>(&ss);
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+        port = ntohs(a->sin6_port);
+    } else {
+        return false;
+    }
+    addr = buf;
+    return true;
+}
+
+// The connection socket of `req`, or -1. httplib 0.11 neither hands handlers the socket
+// nor says when the peer has gone (its DataSink::is_writable only polls for write
+// space), so the socket is found by its two ends among this process's descriptors. It
+// stays this connection's while the handler runs: httplib closes it only afterwards.
+int client_socket(const Request &req) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return -1;
+    int found = -1;
+    while (const dirent *e = readdir(dir)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        const int fd = std::atoi(e->d_name);
+        std::string local, remote;
+        int local_port = -1, remote_port = -1;
+        if (fd == dirfd(dir) || !socket_end(fd, false, local, local_port) || !socket_end(fd, true, remote, remote_port))
+            continue;
+        if (remote_port == req.remote_port && remote == req.remote_addr && local_port == req.local_port) {
+            found = fd;
+            break;
+        }
+    }
+    closedir(dir);
+    return found;
+}
+
+// Whether the peer has closed the connection (or reset it): what is readable ends at
+// EOF. A request pipelined behind this one counts as a peer still there.
+bool peer_gone(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return true;
+    char byte;
+    const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 // One request being answered: the parsed request, its job and how its output is shaped.
@@ -258,9 +323,13 @@ private:
                 });
             return;
         }
+        // A client that hangs up before the reply is done cancels the generation, as a
+        // stream's does; the reply itself is sent as before, with a Content-Length.
+        const int fd = client_socket(req);
         Job::Update u;
         for (;;) {
-            Job::Update part = ex->job->take(std::chrono::milliseconds(1000));
+            Job::Update part = ex->job->take(std::chrono::milliseconds(100));
+            if (fd >= 0 && !part.done && !ex->job->cancelled() && peer_gone(fd)) ex->job->cancel();
             ex->reply += part.text;
             if (part.done) {
                 u = std::move(part);
@@ -268,6 +337,7 @@ private:
             }
         }
         if (u.finish == Finish::Error) return send_json(res, u.error_status, error_body(u.error_status, u.error));
+        // Cancelled: the client went away (nobody reads this) or the server is stopping.
         if (u.finish == Finish::Cancelled) return send_json(res, 503, error_body(503, "the server is shutting down"));
         Json body = ex->whole_response(u);
         if (options_.test_hooks) body["test_prompt"] = ex->request.prompt_text;

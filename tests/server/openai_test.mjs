@@ -1,7 +1,9 @@
 // `dsinfer serve` driven by the official OpenAI client (npm "openai", pinned in
 // package-lock.json): chat, streaming, cached prefixes, 16 concurrent streams against
-// sequential ones, a client hanging up mid-stream, a tool-call round trip, bad input.
+// sequential ones, clients hanging up (mid-stream, before a whole reply), penalties over
+// the generated tokens, a tool-call round trip, bad input.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, test } from "node:test";
 import { metrics, requireDep, startServer } from "./harness.mjs";
 
@@ -252,6 +254,49 @@ test("completions endpoint and stop strings", async () => {
   const cut = await client.completions.create({ ...params, stop: [stop] });
   assert.equal(cut.choices[0].text, text.slice(0, text.indexOf(stop)));
   assert.equal(cut.choices[0].finish_reason, "stop");
+});
+
+test("penalties count the generated tokens only, not the prompt", async () => {
+  const complete = async (prompt, extra) =>
+    (await client.completions.create({ model: "demo", prompt, temperature: 0, ...extra })).choices[0].text;
+  // The demo model's own greedy continuation: a prompt full of what it tends to say next.
+  const start = "def fibonacci(n):";
+  const prompt = start + await complete(start, { max_tokens: 10 });
+  const penalties = { presence_penalty: 2, frequency_penalty: 2 };
+  const first = await complete(prompt, { max_tokens: 1 });
+  assert.ok(first.length > 0 && prompt.includes(first), `the first token ${JSON.stringify(first)} is in the prompt`);
+  // Nothing has been generated before the first token: no penalty applies to it (counting
+  // the prompt, as the library's own default history does, changes it).
+  assert.equal(await complete(prompt, { max_tokens: 1, ...penalties }), first);
+  // Once generated, tokens are penalised.
+  const plain = await complete(prompt, { max_tokens: 24 });
+  const penalised = await complete(prompt, { max_tokens: 24, ...penalties });
+  assert.ok(penalised.startsWith(first));
+  assert.notEqual(penalised, plain);
+});
+
+test("a client that hangs up before a non-streamed reply cancels its generation", async () => {
+  const before = await metrics(server, authHeader);
+  const body = JSON.stringify({ model: "demo", temperature: 0, max_tokens: 400, test_delay_ms: 10,
+                                messages: [{ role: "user", content: "def long_function():" }] });
+  // A raw connection, so that hanging up is nothing but closing the socket.
+  const socket = net.connect(server.port, "127.0.0.1");
+  await new Promise((resolve, reject) => { socket.once("connect", resolve); socket.once("error", reject); });
+  socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\n` +
+               `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  let answered = false;
+  socket.on("data", () => { answered = true; });
+  await new Promise((r) => setTimeout(r, 300));  // generation under way: 400 passes of >= 10 ms
+  socket.destroy();
+  assert.equal(answered, false, "no reply before the hang-up");
+  let m;
+  for (let i = 0; i < 100; i++) {
+    m = await metrics(server, authHeader);
+    if (m.dsinfer_generations_cancelled_total > before.dsinfer_generations_cancelled_total) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(m.dsinfer_generations_cancelled_total, before.dsinfer_generations_cancelled_total + 1);
+  assert.ok(m.dsinfer_completion_tokens_total - before.dsinfer_completion_tokens_total < 400, "stopped early");
 });
 
 test("metrics in the Prometheus text format", async () => {
