@@ -194,7 +194,8 @@ DSI_API int dsi_backend_available(dsi_backend backend);
 */
 typedef int (*dsi_progress_fn)(float fraction, void *user_data);
 
-/* Arithmetic of the CUDA backend (ignored on CPU). One code path, two precisions. */
+/* Arithmetic of the CUDA backend: one code path, two precisions. Ignored on CPU, but a
+** value outside the enum is DSI_ERR_INVALID_ARGUMENT on every backend. */
 typedef enum dsi_gpu_precision {
     DSI_GPU_PRECISION_FAST = 0, /* FP8 e4m3 block-scaled GEMMs (cuBLASLt), bf16 latent
                                    cache, FP8 indexer keys: the fast default */

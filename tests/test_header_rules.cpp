@@ -504,9 +504,48 @@ TEST_CASE("introspection: backends and source revision without a model") {
     dsi_session *s = nullptr;
     const dsi_status st = dsi_session_open(kBf16.c_str(), &p, &s);
     CHECK((st == DSI_OK) == (dsi_backend_available(DSI_BACKEND_CUDA) == 1));
+    // Not available: DSI_ERR_UNSUPPORTED, as the enum's comment says.
+    if (dsi_backend_available(DSI_BACKEND_CUDA) == 0) CHECK(st == DSI_ERR_UNSUPPORTED);
+    dsi_session_free(s);
+    s = nullptr;
+    // AUTO: CUDA exactly when it is available, else CPU.
+    p.backend = DSI_BACKEND_AUTO;
+    REQUIRE_MESSAGE(dsi_session_open(kBf16.c_str(), &p, &s) == DSI_OK, dsi_last_error());
+    CHECK(dsi_session_backend(s) ==
+          (dsi_backend_available(DSI_BACKEND_CUDA) == 1 ? DSI_BACKEND_CUDA : DSI_BACKEND_CPU));
     dsi_session_free(s);
     REQUIRE(dsi_source_revision() != nullptr);
     CHECK(std::strlen(dsi_source_revision()) > 0);
+}
+
+TEST_CASE("gpu_precision: ignored on CPU, validated everywhere") {
+    const std::vector<int32_t> ids = {1, 5, 9, 13, 2};
+    std::vector<float> logits[2];
+    const dsi_gpu_precision precisions[2] = {DSI_GPU_PRECISION_FAST, DSI_GPU_PRECISION_F32};
+    for (int i = 0; i < 2; ++i) {
+        dsi_session_params p = dsi_session_default_params();
+        p.backend = DSI_BACKEND_CPU;
+        p.gpu_precision = precisions[i];
+        dsi_session *s = nullptr;
+        REQUIRE_MESSAGE(dsi_session_open(kBf16.c_str(), &p, &s) == DSI_OK, dsi_last_error());
+        dsi_context *c = nullptr;
+        REQUIRE(dsi_context_create(s, nullptr, &c) == DSI_OK);
+        REQUIRE(dsi_context_eval(c, ids.data(), ids.size(), 0) == DSI_OK);
+        const float *l = dsi_context_logits(c, -1);
+        REQUIRE(l != nullptr);
+        logits[i].assign(l, l + dsi_session_n_vocab(s));
+        dsi_context_free(c);
+        dsi_session_free(s);
+    }
+    CHECK(logits[0] == logits[1]);  // bit-identical: the CPU engine has one arithmetic
+
+    dsi_session_params p = dsi_session_default_params();
+    p.backend = DSI_BACKEND_CPU;
+    p.gpu_precision = static_cast<dsi_gpu_precision>(7);
+    dsi_session *s = nullptr;
+    CHECK(dsi_session_open(kBf16.c_str(), &p, &s) == DSI_ERR_INVALID_ARGUMENT);
+    CHECK(s == nullptr);
+    CHECK(std::string(dsi_last_error()).find("gpu_precision") != std::string::npos);
 }
 
 TEST_CASE("vocabulary: the EOG set comes from config.json and generation_config.json") {
@@ -666,7 +705,8 @@ TEST_CASE("logging: the process-wide sink, levels, and the events") {
     CHECK(global.has(DSI_LOG_DEBUG, "chat: rendered"));
 
     // A session without its own sink logs to the process-wide one: what was loaded
-    // (INFO), the AUTO fallback (WARN), contexts and their caches (INFO), each eval (DEBUG).
+    // (INFO), the AUTO fallback to the CPU where no GPU is usable (WARN), contexts and
+    // their caches (INFO), each eval (DEBUG).
     dsi_session_params p = dsi_session_default_params();
     p.n_threads = 1;
     dsi_session *s = nullptr;
@@ -674,7 +714,7 @@ TEST_CASE("logging: the process-wide sink, levels, and the events") {
     CHECK(global.has(DSI_LOG_INFO, "loaded"));
     CHECK(global.has(DSI_LOG_INFO, "parameters"));
     CHECK(global.has(DSI_LOG_INFO, "1 threads"));
-    CHECK(global.has(DSI_LOG_WARN, "AUTO"));
+    CHECK(global.has(DSI_LOG_WARN, "AUTO") == (dsi_backend_available(DSI_BACKEND_CUDA) == 0));
     dsi_context *c = make_ctx(s, 16);
     CHECK(global.has(DSI_LOG_INFO, "cache bytes"));
     const int32_t id = 3;

@@ -216,6 +216,24 @@ void decode_step_graph(const std::string &dir, dsi_gpu_precision precision, int6
 
 }  // namespace
 
+TEST_CASE("the default cache budget is half of the GPU memory free after the weights are loaded") {
+    // dsinfer.h promises "half of the free GPU memory on CUDA" for cache_budget 0. The
+    // tiny model's weights and the backend's workspaces take well under 1 GiB, so the
+    // budget lies between (free now - 1 GiB) / 2 and free now / 2.
+    const size_t before = free_bytes(0);
+    dsi_session_params p = dsi_session_default_params();
+    p.backend = DSI_BACKEND_CUDA;
+    dsi_session *s = nullptr;
+    REQUIRE_MESSAGE(dsi_session_open((kGolden + "/tiny-bf16").c_str(), &p, &s) == DSI_OK, dsi_last_error());
+    dsi_cache_stats st{};
+    REQUIRE(dsi_session_cache_stats(s, &st) == DSI_OK);
+    MESSAGE("[test_cuda_session] free before open " << (before >> 20) << " MiB, default cache budget "
+            << (st.budget_bytes >> 20) << " MiB");
+    CHECK(st.budget_bytes <= before / 2);
+    CHECK(st.budget_bytes + (size_t(512) << 20) >= before / 2);
+    dsi_session_free(s);
+}
+
 TEST_CASE("one decode step is captured into a CUDA graph: no host synchronisation; launches counted") {
     for (auto precision : {DSI_GPU_PRECISION_F32, DSI_GPU_PRECISION_FAST}) {
         decode_step_graph(kGolden + "/tiny-bf16", precision, 1, 100);

@@ -36,6 +36,18 @@ async function streamText(params, onChunk) {
   return { text, finish };
 }
 
+// /metrics once the server has counted one more cancelled generation than in `before`
+// (cancellation is noticed asynchronously), or after 5 s.
+async function metricsAfterCancel(server, before) {
+  let m;
+  for (let i = 0; i < 100; i++) {
+    m = await metrics(server, authHeader);
+    if (m.dsinfer_generations_cancelled_total > before.dsinfer_generations_cancelled_total) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return m;
+}
+
 test("models lists the demo model", async () => {
   const list = await client.models.list();
   assert.deepEqual(list.data.map((m) => m.id), ["demo"]);
@@ -113,12 +125,7 @@ test("a client that hangs up mid-stream cancels its generation", async () => {
     if (chunk.choices[0]?.delta?.content) received++;
     if (received === 3) break;  // leaving the loop aborts the request
   }
-  let m;
-  for (let i = 0; i < 100; i++) {
-    m = await metrics(server, authHeader);
-    if (m.dsinfer_generations_cancelled_total > before.dsinfer_generations_cancelled_total) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const m = await metricsAfterCancel(server, before);
   assert.equal(m.dsinfer_generations_cancelled_total, before.dsinfer_generations_cancelled_total + 1);
   const generated = m.dsinfer_completion_tokens_total - before.dsinfer_completion_tokens_total;
   assert.ok(generated < 200, `stopped early: ${generated} of 400 tokens`);
@@ -289,12 +296,7 @@ test("a client that hangs up before a non-streamed reply cancels its generation"
   await new Promise((r) => setTimeout(r, 300));  // generation under way: 400 passes of >= 10 ms
   socket.destroy();
   assert.equal(answered, false, "no reply before the hang-up");
-  let m;
-  for (let i = 0; i < 100; i++) {
-    m = await metrics(server, authHeader);
-    if (m.dsinfer_generations_cancelled_total > before.dsinfer_generations_cancelled_total) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const m = await metricsAfterCancel(server, before);
   assert.equal(m.dsinfer_generations_cancelled_total, before.dsinfer_generations_cancelled_total + 1);
   assert.ok(m.dsinfer_completion_tokens_total - before.dsinfer_completion_tokens_total < 400, "stopped early");
 });
